@@ -52,6 +52,9 @@ class RunContext:
     # Tool calls already completed in this run (step tool_call dicts, in order); lets
     # ``annotate`` map citation markers or file links back to what the calls produced.
     completed_calls: list[dict[str, Any]] = field(default_factory=list)
+    # File ids the thread's messages attached for each tool type (``attachments`` with
+    # ``tools: [{type}]``; v1 ``file_ids`` count for both built-in tools), oldest first.
+    attachment_file_ids: dict[str, list[str]] = field(default_factory=dict)
     # The run's ``include[]`` values (e.g. file_search result content).
     include: list[str] = field(default_factory=list)
     # Scratch space a tool may use for the duration of one run in this process.
