@@ -1,0 +1,3 @@
+from spindle.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Who is calling and in which API shape: keys → projects, Azure api-version, v1 vs v2.
+
+Azure clients call ``/openai/...?api-version=...`` (and SDK 1.x with ``azure_deployment``
+calls ``/openai/deployments/{name}/...``); ``AzureRoutingMiddleware`` checks the version and
+rewrites those paths onto the ``/v1`` routes, so every route is written once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from spindle.errors import AuthenticationError, InvalidRequestError
+
+ApiShape = Literal["v1", "v2"]
+
+# The Assistants API changed shape (v1 → v2) with 2024-05-01-preview.
+_V2_SINCE = "2024-05-01"
+_FIRST_VERSION = "2024-02-15"
+_VERSION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(-preview)?$")
+_DEPLOYMENT_RE = re.compile(r"^/openai/deployments/[^/]+(/.*)$")
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    project: str
+    shape: ApiShape
+    azure: bool
+
+
+class KeyRing:
+    """``SPINDLE_API_KEYS``: ``key`` or ``key:project`` entries. Empty = local mode."""
+
+    def __init__(self, spec: str) -> None:
+        self.keys: dict[str, str] = {}
+        for entry in (e.strip() for e in spec.split(",")):
+            if not entry:
+                continue
+            key, _, project = entry.partition(":")
+            self.keys[key.strip()] = project.strip() or "default"
+
+    @property
+    def local_mode(self) -> bool:
+        return not self.keys
+
+    def project_for(self, key: str | None) -> str:
+        if self.local_mode:
+            return "default"
+        if not key:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or an 'api-key' header.",
+                code="missing_api_key",
+            )
+        for known, project in self.keys.items():
+            if hmac.compare_digest(known.encode(), key.encode()):
+                return project
+        raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
+
+
+def api_key_from_headers(authorization: str | None, api_key: str | None) -> str | None:
+    if api_key:
+        return api_key.strip()
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def check_azure_version(version: str | None, today: str) -> ApiShape:
+    """Validate an Azure ``api-version``; returns the Assistants shape it implies."""
+    if not version:
+        raise InvalidRequestError(
+            "The api-version query parameter (?api-version=) is required for all requests.",
+            param="api-version",
+            code="MissingApiVersionParameter",
+        )
+    match = _VERSION_RE.match(version)
+    if not match or not (_FIRST_VERSION <= match.group(1) <= today):
+        raise InvalidRequestError(
+            f"The api-version '{version}' is invalid. Assistants are served for 2024-02-15-preview, "
+            "2024-05-01-preview and later versions.",
+            param="api-version",
+            code="InvalidApiVersionParameter",
+        )
+    return "v2" if match.group(1) >= _V2_SINCE else "v1"
+
+
+def shape_from_beta_header(value: str | None) -> ApiShape | None:
+    if value and "assistants=v1" in value.replace(" ", ""):
+        return "v1"
+    if value and "assistants=v2" in value.replace(" ", ""):
+        return "v2"
+    return None
+
+
+class AzureRoutingMiddleware:
+    """Maps ``/openai/[deployments/{d}/]X?api-version=V`` onto ``/v1/X`` and records the
+    Azure shape in ``scope["state"]``; errors in the version are answered here."""
+
+    def __init__(self, app: ASGIApp, today: callable) -> None:  # type: ignore[valid-type]
+        self.app = app
+        self.today = today
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/openai/"):
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        deployment = _DEPLOYMENT_RE.match(path)
+        rest = deployment.group(1) if deployment else path[len("/openai"):]
+        from urllib.parse import parse_qs
+
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        version = (query.get("api-version") or [None])[0]
+        state = dict(scope.get("state") or {})
+        try:
+            state["azure_shape"] = check_azure_version(version, self.today())
+        except InvalidRequestError as exc:
+            state["azure_error"] = exc
+        state["azure"] = True
+        scope = dict(scope, path="/v1" + rest, raw_path=("/v1" + rest).encode(), state=state)
+        await self.app(scope, receive, send)

@@ -1,0 +1,122 @@
+"""The ASGI application: wiring at start-up, routes under /v1 (and Azure's /openai paths)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from spindle.api import assistants, files, runs, threads
+from spindle.api.common import today
+from spindle.api.context import AzureRoutingMiddleware, KeyRing
+from spindle.api.errors import install_error_handlers
+from spindle.engine.events import EventLog
+from spindle.engine.runner import RunEngine
+from spindle.llm.client import build_model
+from spindle.runtime import Runtime
+from spindle.services.assistants import AssistantService
+from spindle.services.files import FileService
+from spindle.services.messages import MessageService
+from spindle.services.runs import RunService
+from spindle.services.threads import ThreadService
+from spindle.settings import Settings
+from spindle.store.blobs import LocalBlobStore
+from spindle.store.sqlite import SQLiteStore
+from spindle.tools import build_tools
+
+log = logging.getLogger(__name__)
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    """Open storage and wire every service; the caller must ``close_runtime`` it."""
+    server = settings.server
+    data_dir = server.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(data_dir / "spindle.db")
+    await store.open()
+    blobs = LocalBlobStore(data_dir / "files")
+    blobs.open_sync()
+    events = EventLog(store)
+    store.on_commit = events.notify
+    model = build_model(server.llm_base_url, server.llm_api_key, server.llm_model_map, server.llm_timeout_s,
+                        server.llm_azure_api_version)
+    runtime = Runtime(settings=settings, store=store, blobs=blobs, files=FileService(store, blobs), events=events,
+                      model=model)
+    runtime.extensions["keyring"] = KeyRing(server.api_keys)
+    _build_extensions(runtime)
+    assistants_service = AssistantService(runtime)
+    messages_service = MessageService(runtime)
+    threads_service = ThreadService(runtime, messages_service)
+    runtime.extensions.update(assistants=assistants_service, messages=messages_service, threads=threads_service,
+                              runs=RunService(runtime, assistants_service, threads_service, messages_service))
+    runtime.tools, runtime.extensions["tool_problems"] = build_tools(runtime)
+    runtime.engine = RunEngine(runtime)
+    for tool in runtime.tools.values():
+        await tool.start()
+    extension = runtime.extensions.get("vector_stores")
+    if extension is not None and hasattr(extension, "start"):
+        await extension.start()
+    await runtime.engine.start()
+    return runtime
+
+
+def _build_extensions(runtime: Runtime) -> None:
+    try:
+        from spindle import vector_stores
+
+        service = vector_stores.build(runtime)
+    except Exception as exc:  # reported at start; everything else works without it
+        runtime.extensions["vector_stores_problem"] = f"{type(exc).__name__}: {exc}"
+        return
+    runtime.extensions["vector_stores"] = service
+    runtime.files.add_delete_hook(service.on_file_deleted)
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    if runtime.engine is not None:
+        await runtime.engine.stop()
+    extension = runtime.extensions.get("vector_stores")
+    if extension is not None and hasattr(extension, "stop"):
+        await extension.stop()
+    for tool in runtime.tools.values():
+        await tool.shutdown()
+    await runtime.model.aclose()
+    await runtime.store.close()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await build_runtime(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await close_runtime(runtime)
+
+    app = FastAPI(title="Spindle", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    for module in (files, assistants, threads, runs):
+        app.include_router(module.router, prefix="/v1")
+    _include_optional_routers(app)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        runtime: Runtime = app.state.runtime
+        return {"status": "ok", "model": runtime.model.describe(), "tools": sorted(runtime.tools),
+                "tool_problems": runtime.extensions.get("tool_problems", {})}
+
+    app.add_middleware(AzureRoutingMiddleware, today=today)
+    return app
+
+
+def _include_optional_routers(app: FastAPI) -> None:
+    try:
+        from spindle.api import vector_stores
+    except Exception:  # the File Search subsystem is optional; /healthz reports why
+        log.exception("vector store routes unavailable")
+        return
+    app.include_router(vector_stores.router, prefix="/v1")

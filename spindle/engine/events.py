@@ -1,0 +1,85 @@
+"""The run event log: what streams are made of.
+
+The engine appends every stream event to the store in the same transaction as the object
+change it reports; a stream (SSE response) is only a reader of that log. So a client that
+disconnects stops its reader, not the run, and any request — or another process polling the
+same database — can follow a run from any point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from spindle.engine.private import strip_private
+from spindle.store.base import AppendEvent, MetadataStore, StoredEvent
+
+DONE = "done"
+# After these the log of a run pauses (requires_action) or ends; a reader stops at `done`.
+TERMINAL_RUN_EVENTS = {"thread.run.completed", "thread.run.failed", "thread.run.cancelled", "thread.run.expired",
+                       "thread.run.incomplete", "thread.run.requires_action"}
+
+# Readers in another process are not notified; they re-check this often.
+_FALLBACK_POLL_S = 0.5
+
+
+def event(name: str, data: dict[str, Any] | str) -> AppendEvent:
+    """An op appending one event; the run id is taken from the object (run or its parent)."""
+    if isinstance(data, str):
+        raise ValueError("use done_event() for the end marker")
+    run_id = data["id"] if data.get("object") == "thread.run" else data.get("run_id") or data.get("_run_id")
+    if not run_id:
+        raise ValueError(f"event {name} has no run id")
+    return AppendEvent(run_id, name, strip_private(data))
+
+
+def done_event(run_id: str) -> AppendEvent:
+    return AppendEvent(run_id, DONE, "[DONE]")
+
+
+class EventLog:
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def notify(self, run_ids: set[str]) -> None:
+        """Called by the store after a commit that appended events for ``run_ids``."""
+        for run_id in run_ids:
+            for waiter in self._waiters.get(run_id, ()):
+                waiter.set()
+
+    async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[StoredEvent]:
+        """Yield the run's events after ``after_seq`` until (and including) the next ``done``."""
+        waiter = asyncio.Event()
+        self._waiters[run_id].add(waiter)
+        try:
+            seq = after_seq
+            while True:
+                waiter.clear()
+                batch = await self.store.read_events(run_id, seq)
+                for item in batch:
+                    seq = item.seq
+                    yield item
+                    if item.event == DONE:
+                        return
+                if not batch:
+                    try:
+                        await asyncio.wait_for(waiter.wait(), _FALLBACK_POLL_S)
+                    except TimeoutError:
+                        pass
+        finally:
+            self._waiters[run_id].discard(waiter)
+            if not self._waiters[run_id]:
+                self._waiters.pop(run_id, None)
+
+
+def sse_frame(item: StoredEvent) -> bytes:
+    return f"event: {item.event}\ndata: {item.data}\n\n".encode()
+
+
+def sse_error_frame(message: str) -> bytes:
+    payload = json.dumps({"message": message, "type": "server_error", "param": None, "code": "server_error"})
+    return f"event: error\ndata: {payload}\n\n".encode()

@@ -1,0 +1,207 @@
+"""The run engine: starts executions, cancels them, resumes them after tool outputs, and
+puts every run back on its feet after a restart.
+
+Executions are asyncio tasks in this process, bounded by ``max_concurrent_runs``; their
+state is in the store. At start, ``recover`` settles what a crash left behind: queued runs
+are started again, runs that were mid-turn are failed with a clear ``last_error`` (their
+steps and messages closed), cancelling runs become cancelled. A sweeper expires runs that
+waited for tool outputs too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from spindle.engine import objects
+from spindle.engine.events import done_event, event
+from spindle.engine.execution import Execution, RunStopped
+from spindle.errors import InvalidRequestError
+from spindle.ids import now
+from spindle.runtime import Runtime
+from spindle.store.base import Op, Put
+
+log = logging.getLogger(__name__)
+
+RESTART_ERROR = {
+    "code": "server_error",
+    "message": "The server restarted while this run was in progress. The run was stopped; start a new run to continue.",
+}
+_SWEEP_INTERVAL_S = 5.0
+
+
+class RunEngine:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._limit = asyncio.Semaphore(runtime.settings.server.max_concurrent_runs)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover()
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        # A shutdown is not a crash: runs interrupted here are failed like after a restart
+        # when the process comes back, so nothing is lost by not waiting for them.
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def launch(self, run: dict[str, Any], project: str) -> None:
+        run_id = run["id"]
+        if run_id in self._tasks:
+            return
+        task = asyncio.create_task(self._execute(run, project), name=f"run:{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+
+    async def _execute(self, run: dict[str, Any], project: str) -> None:
+        async with self._limit:
+            fresh = await self.store.get("run", run["id"], project)
+            if fresh is None or fresh["status"] != "queued":
+                return  # cancelled or deleted while waiting for a slot
+            await Execution(self.runtime, fresh, project).execute()
+
+    # -- client actions --------------------------------------------------------------------
+
+    async def cancel(self, project: str, run: dict[str, Any]) -> dict[str, Any]:
+        if run["status"] not in objects.ACTIVE_RUN_STATUSES or run["status"] == "cancelling":
+            raise InvalidRequestError(f"Cannot cancel run with status '{run['status']}'.", param="run_id")
+        task = self._tasks.get(run["id"])
+        objects.set_run_status(run, "cancelling")
+        await self.store.write([Put("run", run, project, parent=run["thread_id"]), event("thread.run.cancelling", run)])
+        if task is not None and not task.done():
+            task.cancel()  # the execution closes its steps and writes "cancelled"
+            return run
+        execution = Execution(self.runtime, run, project)
+        await execution.cancelled()
+        return run
+
+    async def submit_tool_outputs(self, project: str, run: dict[str, Any], outputs: list[dict[str, Any]]) -> int:
+        """Record the outputs, queue the run again; returns the event seq to stream from."""
+        if run["status"] != "requires_action" or not run.get("required_action"):
+            raise InvalidRequestError(
+                f"Runs in status \"{run['status']}\" do not accept tool outputs.", param="run_id")
+        expected = {c["id"] for c in run["required_action"]["submit_tool_outputs"]["tool_calls"]}
+        given: dict[str, str] = {}
+        for i, item in enumerate(outputs):
+            call_id = item.get("tool_call_id")
+            if call_id not in expected:
+                raise InvalidRequestError(f"Invalid tool_call_id: '{call_id}' is not a pending tool call of this run.",
+                                          param=f"tool_outputs[{i}].tool_call_id", code="invalid_value")
+            if call_id in given:
+                raise InvalidRequestError(f"Duplicate tool output for '{call_id}'.",
+                                          param=f"tool_outputs[{i}].tool_call_id", code="invalid_value")
+            given[call_id] = str(item.get("output") or "")
+        missing = expected - given.keys()
+        if missing:
+            raise InvalidRequestError(f"Expected tool outputs for call_ids {sorted(expected)}, got {sorted(given)}.",
+                                      param="tool_outputs", code="invalid_value")
+        seq = await self.store.last_event_seq(run["id"])
+        ops: list[Op] = []
+        for step in await self.store.scan("run_step", {"status": "in_progress"}, parent=run["id"]):
+            if step["step_details"]["type"] != "tool_calls":
+                continue
+            for call in step["step_details"]["tool_calls"]:
+                if call["type"] == "function" and call["id"] in given:
+                    call["function"]["output"] = given[call["id"]]
+            objects.finish_step(step, "completed")
+            ops += [Put("run_step", step, project, parent=run["id"]), event("thread.run.step.completed", step)]
+        run["required_action"] = None
+        run["expires_at"] = run["created_at"] + objects.RUN_EXPIRY_S if run["created_at"] + objects.RUN_EXPIRY_S > now() \
+            else now() + objects.RUN_EXPIRY_S
+        objects.set_run_status(run, "queued")
+        await self.store.write([Put("run", run, project, parent=run["thread_id"]), event("thread.run.queued", run),
+                                *ops])
+        self.launch(run, project)
+        return seq
+
+    async def abandon(self, run_id: str) -> None:
+        """Stop an execution without writing anything (its thread is being deleted)."""
+        task = self._tasks.pop(run_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # -- restart and expiry ------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        for run in await self.store.scan("run", {"status": ["queued", "in_progress", "cancelling"]}):
+            project = await self._project_of(run)
+            if project is None:
+                continue
+            if run["status"] == "queued":
+                self.launch(run, project)
+                continue
+            execution = Execution(self.runtime, run, project)
+            if run["status"] == "cancelling":
+                await execution.cancelled()
+            else:
+                log.warning("run %s was in progress when the server stopped; marking it failed", run["id"])
+                await self._rebuild_messages(run, project)
+                await execution.stop(RunStopped("failed", RESTART_ERROR))
+
+    async def _project_of(self, run: dict[str, Any]) -> str | None:
+        found = await self.store.locate("run", run["id"])
+        return found[0] if found else None
+
+    async def _rebuild_messages(self, run: dict[str, Any], project: str) -> None:
+        """Text streamed before the crash is in the event log even if the message object was
+        last saved earlier: put it back into the message, so nothing the user saw is lost."""
+        texts: dict[str, dict[int, str]] = {}
+        import json
+
+        after = 0
+        while batch := await self.store.read_events(run["id"], after):
+            for item in batch:
+                after = item.seq
+                if item.event != "thread.message.delta":
+                    continue
+                data = json.loads(item.data)
+                for part in data["delta"].get("content") or []:
+                    if part.get("type") == "text":
+                        per = texts.setdefault(data["id"], {})
+                        per[part["index"]] = per.get(part["index"], "") + part["text"].get("value", "")
+        ops: list[Op] = []
+        for message_id, parts in texts.items():
+            message = await self.store.get("message", message_id, project)
+            if message is None:
+                continue
+            for index, value in parts.items():
+                while len(message["content"]) <= index:
+                    message["content"].append({"type": "text", "text": {"value": "", "annotations": []}})
+                if message["content"][index]["type"] == "text" and len(message["content"][index]["text"]["value"]) < len(value):
+                    message["content"][index]["text"]["value"] = value
+            ops.append(Put("message", message, project, parent=run["thread_id"]))
+        if ops:
+            await self.store.write(ops)
+
+    async def expire_waiting(self) -> None:
+        for run in await self.store.scan("run", {"status": "requires_action"}):
+            if run.get("expires_at") and run["expires_at"] <= now():
+                project = await self._project_of(run)
+                if project is None:
+                    continue
+                ops: list[Op] = []
+                for step in await self.store.scan("run_step", {"status": "in_progress"}, parent=run["id"]):
+                    objects.finish_step(step, "expired")
+                    ops += [Put("run_step", step, project, parent=run["id"]), event("thread.run.step.expired", step)]
+                objects.set_run_status(run, "expired")
+                await self.store.write([*ops, Put("run", run, project, parent=run["thread_id"]),
+                                        event("thread.run.expired", run), done_event(run["id"])])
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            try:
+                await self.expire_waiting()
+            except Exception:
+                log.exception("expiry sweep failed")

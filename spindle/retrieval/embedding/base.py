@@ -1,0 +1,44 @@
+"""The embedder interface: chunk vectors for a document, query vectors for a search.
+
+Implementations are blocking (call them from worker threads) and return float32 rows of
+unit length, so inner product is cosine similarity. ``identity`` is recorded with every
+index: vectors from different embedders are never mixed in one store.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from spindle.retrieval.chunker import Chunk
+
+
+class EmbeddingError(Exception):
+    """The embedder failed (remote API down, bad response). Ingestion reports ``server_error``."""
+
+
+class Embedder(abc.ABC):
+    #: e.g. ``"local:all-MiniLM-L6-v2"``; stored with each index
+    identity: str
+    dimensions: int
+
+    @abc.abstractmethod
+    def embed_chunks(self, text: str, chunks: list[Chunk]) -> np.ndarray:
+        """One unit vector per chunk of ``text`` (shape ``(len(chunks), dimensions)``).
+
+        Every chunk must be represented in full, not only its first model-sized window."""
+
+    @abc.abstractmethod
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        """One unit vector per query."""
+
+    def close(self) -> None:
+        """Release threads or connections."""
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    out: np.ndarray = (matrix / norms).astype(np.float32, copy=False)
+    return out

@@ -1,0 +1,81 @@
+"""o200k_base token counting and token→character mapping, fully offline.
+
+The vocabulary file is built once by ``scripts/setup_retrieval.sh`` (see ``vocab_build``);
+this module only reads it. It never touches the network: tiktoken's own registry would try
+to download the file, so the ``Encoding`` is constructed directly from the local ranks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import tiktoken
+
+_lock = threading.Lock()
+_cache: dict[Path, O200k] = {}
+
+
+class VocabularyMissing(RuntimeError):
+    """The o200k_base file is absent: the setup script has not been run."""
+
+
+class O200k:
+    """The o200k_base encoding plus a per-token byte-length table for fast offset maths."""
+
+    def __init__(self, vocab_dir: Path) -> None:
+        ranks_path = vocab_dir / "o200k_base.tiktoken"
+        meta_path = vocab_dir / "o200k_base.json"
+        if not ranks_path.is_file() or not meta_path.is_file():
+            raise VocabularyMissing(
+                f"o200k_base vocabulary not found in {vocab_dir}; run scripts/setup_retrieval.sh"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        ranks: dict[bytes, int] = {}
+        for line in ranks_path.read_bytes().splitlines():
+            if line:
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+        special = {str(k): int(v) for k, v in meta["special_tokens"].items()}
+        self.encoding = tiktoken.Encoding(
+            "o200k_base", pat_str=meta["pat_str"], mergeable_ranks=ranks, special_tokens=special
+        )
+        lengths = np.zeros(self.encoding.n_vocab, dtype=np.int64)
+        for token_bytes, rank in ranks.items():
+            lengths[rank] = len(token_bytes)
+        self._byte_lengths = lengths
+
+    def encode(self, text: str) -> list[int]:
+        """Tokens of ``text``; special-token text is treated as ordinary text."""
+        return self.encoding.encode_ordinary(text)
+
+    def count(self, text: str) -> int:
+        return len(self.encoding.encode_ordinary(text))
+
+    def char_offsets(self, text: str, tokens: list[int]) -> np.ndarray:
+        """Character offset where each token starts, plus ``len(text)`` at the end.
+
+        A token that begins inside a multi-byte character is assigned the next character
+        boundary, so slicing ``text`` between offsets never splits a character."""
+        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        is_start = (raw & 0xC0) != 0x80
+        # chars_before[b] = characters starting before byte b; for a byte inside a character
+        # that already counts the character, i.e. it is the index of the next boundary.
+        chars_before = np.concatenate(([0], np.cumsum(is_start)))
+        lengths = self._byte_lengths[np.asarray(tokens, dtype=np.int64)]
+        byte_starts = np.minimum(np.concatenate(([0], np.cumsum(lengths))), len(raw))
+        offsets: np.ndarray = chars_before[byte_starts]
+        return offsets
+
+
+def load(vocab_dir: Path) -> O200k:
+    """The process-wide encoding for ``vocab_dir`` (built once; ~1 s)."""
+    with _lock:
+        enc = _cache.get(vocab_dir)
+        if enc is None:
+            enc = O200k(vocab_dir)
+            _cache[vocab_dir] = enc
+        return enc
