@@ -99,7 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Spindle", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
-    for module in (files, assistants, threads, runs):
+    # runs before threads: POST /threads/runs must not be taken for POST /threads/{thread_id}
+    for module in (files, assistants, runs, threads):
         app.include_router(module.router, prefix="/v1")
     _include_optional_routers(app)
 
@@ -116,7 +117,10 @@ def create_app(settings: Settings) -> FastAPI:
 def _include_optional_routers(app: FastAPI) -> None:
     try:
         from spindle.api import vector_stores
-    except Exception:  # the File Search subsystem is optional; /healthz reports why
+    except ModuleNotFoundError as exc:
+        log.warning("vector store routes unavailable: %s", exc)
+        return
+    except Exception:  # the File Search subsystem is optional; the rest still works
         log.exception("vector store routes unavailable")
         return
     app.include_router(vector_stores.router, prefix="/v1")

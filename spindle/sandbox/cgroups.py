@@ -1,0 +1,162 @@
+"""Per-session resource limits with cgroup v1 (memory, pids, cpu).
+
+Each session gets a cgroup named after it under ``<controller root>/<cgroup_parent>/`` in the
+memory, pids and cpu hierarchies. The sandbox's launcher moves itself into them before it
+execs bubblewrap, so every process of the session is counted from its first instruction.
+Only ``cgroup.procs`` of the session's own cgroups is handed to the session's uid (so the
+launcher, running unprivileged, can join them); the limit files stay root's. The sandbox never
+sees /sys, so it cannot reach these files either.
+
+All functions here block (sysfs writes) and are called from worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from spindle.sandbox.errors import SandboxUnavailable
+
+CONTROLLERS = ("memory", "pids", "cpu")
+_CFS_PERIOD_US = 100_000
+
+
+def _find_v1_mounts() -> dict[str, Path]:
+    """Map each v1 controller to its mount point (``cpu`` may be co-mounted as ``cpu,cpuacct``)."""
+    found: dict[str, Path] = {}
+    with open("/proc/self/mounts", encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) < 4 or parts[2] != "cgroup":
+                continue
+            options = set(parts[3].split(","))
+            for ctl in CONTROLLERS:
+                if ctl in options and ctl not in found:
+                    found[ctl] = Path(parts[1])
+    return found
+
+
+@dataclass(frozen=True)
+class SessionCgroup:
+    """The cgroup directories of one session, one per controller."""
+
+    paths: dict[str, Path]
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(p / "cgroup.procs") for p in self.paths.values()]
+
+    def pids(self) -> list[int]:
+        """Every process of the session (the pids hierarchy is the one that counts them all)."""
+        try:
+            text = (self.paths["pids"] / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(x) for x in text.split()]
+
+    def kill_all(self, timeout: float = 5.0) -> bool:
+        """SIGKILL every process until the cgroup is empty; False if some survived ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.pids()
+            if not pids:
+                return True
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+    def memory_usage(self) -> int:
+        """Bytes charged to the session (its processes and the tmpfs pages they wrote)."""
+        return int((self.paths["memory"] / "memory.usage_in_bytes").read_text())
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer has killed in this session."""
+        with contextlib.suppress(OSError, ValueError):
+            for line in (self.paths["memory"] / "memory.oom_control").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def pids_limit_hits(self) -> int:
+        """How many forks were refused because of ``pids.max``."""
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.paths["pids"] / "pids.events").read_text().split()[1])
+        return 0
+
+    def remove(self) -> None:
+        for path in self.paths.values():
+            for _ in range(50):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # still busy for a moment after the last process is reaped
+                    time.sleep(0.02)
+
+
+class CgroupV1:
+    """Creates and removes session cgroups under one parent in each controller."""
+
+    def __init__(self, parent: str, total_memory_bytes: int = 0) -> None:
+        self._parent_name = parent.strip("/")
+        self._total_memory = total_memory_bytes
+        self._roots: dict[str, Path] = {}
+
+    def setup(self) -> None:
+        """Find the controllers and create the parent cgroups. Raises ``SandboxUnavailable``."""
+        mounts = _find_v1_mounts()
+        missing = [c for c in CONTROLLERS if c not in mounts]
+        if missing:
+            raise SandboxUnavailable(
+                f"cgroup v1 controllers not mounted: {', '.join(missing)} (the local sandbox needs "
+                "memory, pids and cpu to enforce its limits)"
+            )
+        for ctl in CONTROLLERS:
+            root = mounts[ctl] / self._parent_name
+            try:
+                root.mkdir(exist_ok=True)
+                probe = root / "spindle-probe"
+                probe.mkdir(exist_ok=True)
+                probe.rmdir()
+            except OSError as exc:
+                raise SandboxUnavailable(
+                    f"cannot create cgroups under {root} ({exc.strerror}); the local sandbox must run as root"
+                ) from exc
+            self._roots[ctl] = root
+        if self._total_memory:
+            (self._roots["memory"] / "memory.limit_in_bytes").write_text(str(self._total_memory))
+
+    def create(self, name: str, *, memory_bytes: int, pids_max: int, cpus: float, owner_uid: int) -> SessionCgroup:
+        paths = {ctl: self._roots[ctl] / name for ctl in CONTROLLERS}
+        for path in paths.values():
+            path.mkdir(exist_ok=True)
+        mem = paths["memory"]
+        (mem / "memory.limit_in_bytes").write_text(str(memory_bytes))
+        # With swap present, memsw must also be capped or the limit only moves pages to swap.
+        with contextlib.suppress(FileNotFoundError):
+            (mem / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+        (paths["pids"] / "pids.max").write_text(str(pids_max))
+        (paths["cpu"] / "cpu.cfs_period_us").write_text(str(_CFS_PERIOD_US))
+        (paths["cpu"] / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpus * _CFS_PERIOD_US))))
+        for path in paths.values():
+            os.chown(path / "cgroup.procs", owner_uid, -1)
+        return SessionCgroup(paths)
+
+    def leftovers(self) -> list[str]:
+        """Session cgroups left by a previous process (to clean up at start)."""
+        root = self._roots.get("pids")
+        if root is None:
+            return []
+        return [p.name for p in root.iterdir() if p.is_dir()]
+
+    def existing(self, name: str) -> SessionCgroup:
+        return SessionCgroup({ctl: self._roots[ctl] / name for ctl in CONTROLLERS})
