@@ -63,7 +63,8 @@ def validate(model: type[M], data: Any, *, prefix: str = "") -> M:
 def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequestError:
     first = exc.errors(include_url=False)[0]
     loc = [str(p) for p in first.get("loc", ()) if not str(p).startswith("function-")]
-    param = prefix + _join_loc(loc)
+    joined = _join_loc(loc)
+    param = (prefix + joined if joined else prefix.rstrip(".")) if not joined.startswith("[") else prefix.rstrip(".") + joined
     message = first.get("msg", "Invalid value")
     if first.get("type") == "missing":
         return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")

@@ -11,7 +11,7 @@ from spindle.api.common import json_body, list_body, list_page, page_query, requ
 from spindle.api.context import RequestContext
 from spindle.api.shapes import render, render_list
 from spindle.api.streaming import event_stream
-from spindle.schemas.common import dump
+from spindle.schemas.common import ThreadFields, dump
 from spindle.schemas.runs import ModifyMetadata, RunFields, SubmitToolOutputs
 from spindle.services.runs import RunService, check_include, shape_step
 
@@ -38,10 +38,7 @@ async def create_thread_and_run(request: Request, ctx: RequestContext = Depends(
     include = _include(request)
     thread_body = body.pop("thread", None) or {}
     fields = dump(validate(RunFields, body))
-    if not isinstance(thread_body, dict):
-        from spindle.errors import InvalidRequestError
-
-        raise InvalidRequestError("'thread' must be an object.", param="thread", code="invalid_type")
+    validate(ThreadFields, thread_body, prefix="thread.")
     run = await runs(request).create_thread_and_run(ctx.project, thread_body, fields, include)
     if fields.get("stream"):
         return event_stream(runtime_of(request), run["id"])

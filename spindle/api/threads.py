@@ -11,6 +11,7 @@ from spindle.api.context import RequestContext
 from spindle.api.shapes import render, render_list
 from spindle.errors import NotFoundError
 from spindle.ids import now
+from spindle.schemas.common import ThreadFields
 from spindle.schemas.runs import ModifyMetadata
 from spindle.services.messages import MessageService
 from spindle.services.threads import ThreadService
@@ -29,7 +30,7 @@ def messages(request: Request) -> MessageService:
 @router.post("/threads")
 async def create_thread(request: Request, ctx: RequestContext = Depends(request_context)) -> dict[str, Any]:
     body = await json_body(request)
-    validate(ModifyMetadata, {"metadata": body.get("metadata")})
+    validate(ThreadFields, body)
     return render(await threads(request).create(ctx.project, body), ctx.shape)
 
 
@@ -41,7 +42,7 @@ async def retrieve_thread(thread_id: str, request: Request, ctx: RequestContext 
 @router.post("/threads/{thread_id}")
 async def modify_thread(thread_id: str, request: Request, ctx: RequestContext = Depends(request_context)) -> dict[str, Any]:
     body = await json_body(request)
-    validate(ModifyMetadata, {"metadata": body.get("metadata")})
+    validate(ThreadFields, body)
     return render(await threads(request).modify(ctx.project, thread_id, body), ctx.shape)
 
 

@@ -151,3 +151,11 @@ class AssistantFields(Loose):
 def dump(model: BaseModel) -> dict[str, Any]:
     """The fields the client actually sent, as plain JSON data (aliases applied)."""
     return model.model_dump(exclude_unset=True, by_alias=True, mode="json")
+
+
+class ThreadFields(Loose):
+    messages: list[dict[str, Any]] | None = Field(default=None, max_length=32)
+    tool_resources: ToolResources | None = None
+    metadata: Metadata = None
+
+    _meta = field_validator("metadata", mode="before")(lambda cls, v: check_metadata(v))

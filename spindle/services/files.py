@@ -100,10 +100,14 @@ class FileService:
         return obj
 
     async def require_all(self, project: str, file_ids: list[str], param: str) -> None:
-        """400 naming the parameter when any id is not a file of this project."""
+        """400 naming the parameter when any id is not a file of this project.
+
+        ``param`` names the list (``...file_ids`` → ``...file_ids[i]``) or, ending in ``]``,
+        the one object holding the id (``attachments[2]`` → ``attachments[2].file_id``)."""
         for i, file_id in enumerate(file_ids):
             if not isinstance(file_id, str) or await self.store.get("file", file_id, project) is None:
-                raise InvalidRequestError(f"Invalid file id '{file_id}': no such file.", param=f"{param}[{i}]",
+                where = f"{param}.file_id" if param.endswith("]") else f"{param}[{i}]"
+                raise InvalidRequestError(f"Invalid file id '{file_id}': no such file.", param=where,
                                           code="invalid_value")
 
     async def read(self, project: str, file_id: str) -> bytes:

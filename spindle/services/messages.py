@@ -82,7 +82,8 @@ class MessageService:
             # v1 files were available to every tool; keep that meaning.
             attachments += [{"file_id": f, "tools": [{"type": "code_interpreter"}, {"type": "file_search"}]}
                             for f in file_ids if f not in {a["file_id"] for a in attachments}]
-        await self.runtime.files.require_all(project, [a["file_id"] for a in attachments], p("attachments"))
+        for i, attachment in enumerate(attachments):
+            await self.runtime.files.require_all(project, [attachment["file_id"]], p(f"attachments[{i}]"))
         for part in content:
             if part["type"] == "image_file":
                 await self.runtime.files.require_all(project, [part["image_file"]["file_id"]], p("content"))

@@ -31,7 +31,12 @@ async def resolve_tool_resources(
 
     Side effect: vector stores requested through the ``vector_stores`` helper (and for v1
     ``file_ids`` with file_search) are created here, after every check has passed."""
-    raw = raw or {}
+    if raw is None:
+        raw = {}
+    from spindle.api.common import validate
+    from spindle.schemas.common import ToolResources, dump
+
+    raw = dump(validate(ToolResources, raw, prefix=f"{param}."))
     out: dict[str, Any] = {}
     ci = raw.get("code_interpreter") or {}
     ci_files = list(ci.get("file_ids") or [])

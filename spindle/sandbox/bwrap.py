@@ -1,0 +1,166 @@
+"""The bubblewrap command line of a session: what the sandbox can see and do.
+
+Inside, the kernel sees an empty root with only these mounts: /usr (and the /bin, /lib...
+links to it) read-only, a handful of /etc files the C library and Python need (no shadow,
+no ssh, no machine secrets), the sandbox's Python read-only, a fresh /proc of its own PID
+namespace, a minimal /dev, and three writable directories from the session's size-limited
+tmpfs: /mnt/data, /tmp and /run/spindle (the kernel's IPC sockets and connection file).
+
+Every namespace is new (user, mount, PID, network, IPC, UTS, cgroup): the network namespace
+holds only its own loopback, so neither the internet nor the host's 127.0.0.1 is reachable.
+The process runs as uid 1000 inside a user namespace that maps to a per-session unprivileged
+host uid, with no capabilities, no new user namespaces (``--disable-userns``), a seccomp
+filter, a new terminal session, and an environment built from scratch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+SANDBOX_UID = 1000
+IPC_DIR = "/run/spindle"
+CONNECTION_FILE = f"{IPC_DIR}/connection.json"
+DATA_DIR = "/mnt/data"
+
+# /etc entries the dynamic loader, locale, time zone, fonts, mime types and Python read.
+_ETC_FILES = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "fonts", "mime.types",
+    "nsswitch.conf", "alternatives", "python3", "python3.11", "python3.12", "python3.13", "ssl/openssl.cnf",
+)
+_TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def python_mounts(python: Path) -> list[Path]:
+    """Host directories the interpreter needs: its venv and its base installation."""
+    mounts: list[Path] = []
+    venv = python.parent.parent
+    cfg = venv / "pyvenv.cfg"
+    if cfg.is_file():
+        mounts.append(venv)
+        for line in cfg.read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                mounts.append(Path(value.strip()).resolve().parent)
+    mounts.append(python.resolve().parent.parent)
+    unique: list[Path] = []
+    for path in mounts:
+        path = path.resolve()
+        if path == Path("/usr") or Path("/usr") in path.parents:
+            continue  # /usr is mounted anyway
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def sandbox_env(python: Path, cpus: float) -> dict[str, str]:
+    """The whole environment of the kernel: nothing is inherited from the server."""
+    threads = str(max(1, math.ceil(cpus)))
+    return {
+        "PATH": f"{python.parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/tmp",
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "MPLCONFIGDIR": "/tmp/.matplotlib",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        # One BLAS/OpenMP thread per CPU we are allowed: more only fight over the CFS quota.
+        "OMP_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "NUMEXPR_MAX_THREADS": threads,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        "JUPYTER_PLATFORM_DIRS": "1",
+    }
+
+
+def bwrap_argv(
+    *,
+    bwrap: str,
+    python: Path,
+    ro_binds: list[Path],
+    session_root: Path,
+    seccomp_fd: int,
+    cpus: float,
+) -> list[str]:
+    """The bubblewrap command that starts the kernel of the session rooted at ``session_root``.
+
+    ``session_root`` holds ``data``, ``tmp``, ``ipc`` (writable by the session uid) and ``etc``
+    (generated passwd/group/hosts, read-only inside)."""
+    argv = [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_UID),
+        "--hostname", "sandbox",
+        "--ro-bind", "/usr", "/usr",
+    ]
+    for name in _TOP_LEVEL_LINKS:
+        host = Path("/") / name
+        if host.is_symlink():
+            argv += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            argv += ["--ro-bind", str(host), str(host)]
+    for name in _ETC_FILES:
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for name in ("passwd", "group", "hosts"):
+        argv += ["--ro-bind", str(session_root / "etc" / name), f"/etc/{name}"]
+    for path in ro_binds:
+        argv += ["--ro-bind", str(path), str(path)]
+    argv += [
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--bind", str(session_root / "tmp"), "/tmp",
+        "--bind", str(session_root / "data"), DATA_DIR,
+        "--bind", str(session_root / "ipc"), IPC_DIR,
+        "--remount-ro", "/",
+        "--chdir", DATA_DIR,
+        "--seccomp", str(seccomp_fd),
+        "--clearenv",
+    ]
+    for key, value in sandbox_env(python, cpus).items():
+        argv += ["--setenv", key, value]
+    argv += [
+        str(python), "-m", "ipykernel_launcher",
+        "-f", CONNECTION_FILE,
+        "--HistoryManager.enabled=False",
+        "--IPKernelApp.log_level=ERROR",
+    ]
+    return argv
+
+
+# Runs as the session uid: join the session's cgroups (so even bwrap is counted), cap the
+# per-process data size (large allocations then fail with MemoryError instead of waking the
+# OOM killer), disable core dumps, then become bubblewrap. Arguments: N, N cgroup.procs
+# paths, the data limit in KiB, then the bwrap command.
+LAUNCHER = r"""
+set -e
+n=$1; shift
+while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n - 1)); done
+ulimit -c 0
+ulimit -d "$1"; shift
+exec "$@"
+"""
+
+
+def launcher_argv(procs_files: list[str], data_limit_kib: int, command: list[str]) -> list[str]:
+    return ["/bin/sh", "-c", LAUNCHER, "spindle-launcher", str(len(procs_files)), *procs_files, str(data_limit_kib), *command]
+
+
+def etc_files() -> dict[str, str]:
+    """Generated /etc/passwd, /etc/group and /etc/hosts (the host's are not shown)."""
+    uid = SANDBOX_UID
+    return {
+        "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{uid}:{uid}:sandbox:/tmp:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": f"root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n",
+        "hosts": "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost\n",
+    }
