@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up everything, then runs both test tiers:
+#   1. in-process tests (real app, real SQLite, real sandbox and index, scripted upstream)
+#   2. end-to-end tests: the real server driven by the official SDK 3.x, 1.40.x and 1.20.0
+# Exits non-zero when anything fails; ends with one "N passed, N failed" line.
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+bash scripts/setup.sh || { echo "setup failed"; exit 1; }
+bash scripts/make_sdk_venvs.sh || { echo "SDK venvs failed"; exit 1; }
+
+LOG_DIR="$(mktemp -d)"
+status=0
+.venv/bin/python -m pytest tests/unit tests/upstream $(ls -d tests/sandbox tests/retrieval 2>/dev/null) \
+  -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/inprocess.log" || status=1
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+bash scripts/run_e2e.sh -q "$@" 2>&1 | tee "$LOG_DIR/e2e.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+# One closing line for the whole run, summed over every pytest session.
+passed=$(grep -hoE '[0-9]+ passed' "$LOG_DIR"/*.log | awk '{s+=$1} END {print s+0}')
+failed=$(grep -hoE '[0-9]+ (failed|error|errors)' "$LOG_DIR"/*.log | awk '{s+=$1} END {print s+0}')
+skipped=$(grep -hoE '[0-9]+ skipped' "$LOG_DIR"/*.log | awk '{s+=$1} END {print s+0}')
+[[ "$passed" -gt 0 ]] || status=1
+[[ "$failed" -eq 0 ]] || status=1
+echo "$passed passed, $failed failed, $skipped skipped"
+exit $status
