@@ -54,8 +54,13 @@ async def build_runtime(settings: Settings) -> Runtime:
                               runs=RunService(runtime, assistants_service, threads_service, messages_service))
     runtime.tools, runtime.extensions["tool_problems"] = build_tools(runtime)
     runtime.engine = RunEngine(runtime)
-    for tool in runtime.tools.values():
-        await tool.start()
+    for kind, tool in list(runtime.tools.items()):
+        try:
+            await tool.start()
+        except Exception as exc:  # e.g. no sandbox on this host: say why, never run without it
+            log.error("built-in tool %s is unavailable: %s", kind, exc)
+            runtime.extensions["tool_problems"][kind] = f"{type(exc).__name__}: {exc}"
+            del runtime.tools[kind]
     extension = runtime.extensions.get("vector_stores")
     if extension is not None and hasattr(extension, "start"):
         await extension.start()

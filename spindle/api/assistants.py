@@ -6,7 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from spindle.api.common import json_body, list_body, list_page, page_query, request_context, runtime_of, validate
+from spindle.api.common import (
+    json_body,
+    list_body,
+    list_page,
+    page_query,
+    paginate_items,
+    request_context,
+    runtime_of,
+    validate,
+)
 from spindle.api.context import RequestContext
 from spindle.api.shapes import render, render_list
 from spindle.schemas.common import AssistantFields, dump
@@ -68,10 +77,7 @@ async def create_assistant_file(assistant_id: str, request: Request,
 async def list_assistant_files(assistant_id: str, request: Request,
                                ctx: RequestContext = Depends(request_context)) -> dict[str, Any]:
     assistant = await service(request).get(ctx.project, assistant_id)
-    files = [assistant_file(assistant_id, f) for f in assistant.get("_file_ids") or []]
-    if request.query_params.get("order", "desc") == "desc":
-        files.reverse()
-    return list_body(files, False)
+    return paginate_items(request, [assistant_file(assistant_id, f) for f in assistant.get("_file_ids") or []])
 
 
 @router.get("/assistants/{assistant_id}/files/{file_id}")

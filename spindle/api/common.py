@@ -147,3 +147,28 @@ def list_body(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 def public(obj: dict[str, Any]) -> dict[str, Any]:
     """Drop internal bookkeeping fields (``_``-prefixed) from a stored object."""
     return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+
+def paginate_items(request: Request, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A list page over a small in-memory collection (oldest first), with the same
+    ``limit``/``order``/``after``/``before`` rules as stored lists. Old SDKs page on
+    until a page comes back empty, so the cursors must be honoured here too."""
+    query = page_query(request, "", "")
+    ordered = list(reversed(items)) if query.order == "desc" else list(items)
+    ids = [item["id"] for item in ordered]
+    start, end = 0, len(ordered)
+    for param, cursor in (("after", query.after), ("before", query.before)):
+        if cursor is None:
+            continue
+        if cursor not in ids:
+            raise InvalidRequestError(f"Invalid '{param}': no object with id '{cursor}' in this list.",
+                                      param=param, code="invalid_value")
+        if param == "after":
+            start = ids.index(cursor) + 1
+        else:
+            end = ids.index(cursor)
+    window = ordered[start:end]
+    if query.before is not None and query.after is None:
+        page = window[-query.limit:]
+        return list_body(page, len(window) > query.limit)
+    return list_body(window[: query.limit], len(window) > query.limit)

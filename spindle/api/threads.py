@@ -6,7 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from spindle.api.common import json_body, list_body, list_page, page_query, request_context, runtime_of, validate
+from spindle.api.common import (
+    json_body,
+    list_body,
+    list_page,
+    page_query,
+    paginate_items,
+    request_context,
+    runtime_of,
+    validate,
+)
 from spindle.api.context import RequestContext
 from spindle.api.shapes import render, render_list
 from spindle.errors import NotFoundError
@@ -97,8 +106,7 @@ def _message_file(message: dict[str, Any], file_id: str) -> dict[str, Any]:
 async def list_message_files(thread_id: str, message_id: str, request: Request,
                              ctx: RequestContext = Depends(request_context)) -> dict[str, Any]:
     message = await messages(request).get(ctx.project, thread_id, message_id)
-    files = [_message_file(message, a["file_id"]) for a in message.get("attachments") or []]
-    return list_body(files, False)
+    return paginate_items(request, [_message_file(message, a["file_id"]) for a in message.get("attachments") or []])
 
 
 @router.get("/threads/{thread_id}/messages/{message_id}/files/{file_id}")

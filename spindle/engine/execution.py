@@ -113,6 +113,7 @@ class Execution:
                                     for c in s["step_details"]["tool_calls"]]
         try:
             await self.set_status("in_progress")
+            self._check_tools_available()
             if not steps:
                 for tool in self._builtins():
                     await tool.prepare(self.ctx)
@@ -156,6 +157,15 @@ class Execution:
                     if attachment["file_id"] not in ids:
                         ids.append(attachment["file_id"])
         return out
+
+    def _check_tools_available(self) -> None:
+        problems = self.runtime.extensions.get("tool_problems", {})
+        for tool in self.run["tools"]:
+            kind = tool.get("type")
+            if kind != "function" and kind not in self.runtime.tools:
+                reason = problems.get(kind, "it is not installed on this server")
+                raise RunStopped("failed", {"code": "server_error",
+                                            "message": f"The {kind} tool is unavailable on this server: {reason}"})
 
     def _builtins(self) -> list[Any]:
         kinds = {t.get("type") for t in self.run["tools"]}

@@ -49,7 +49,9 @@ class RetrievalSettings(BaseSettings):
     )
     parse_workers: int = Field(2, description="Threads that parse and chunk files.")
     parse_timeout_s: float = Field(120.0, description="Time limit for external converters (antiword/catdoc).")
-    ingest_concurrency: int = Field(8, description="Files ingested at once (a batch's files run in parallel).")
+    ingest_concurrency: int = Field(
+        16, description="Files ingested at once; small files wait mostly on keyword commits, so more than cores."
+    )
     keyword_candidates: int = Field(60, description="BM25 hits fetched per query before fusion.")
     semantic_candidates: int = Field(60, description="Vector hits fetched per query before fusion.")
     rrf_k: float = Field(60.0, description="Reciprocal rank fusion constant k in w/(k + rank).")

@@ -1,7 +1,7 @@
 """Per-session resource limits with cgroup v1 (memory, pids, cpu).
 
-Each session gets a cgroup named after it under ``<controller root>/<cgroup_parent>/`` in the
-memory, pids and cpu hierarchies. The sandbox's launcher moves itself into them before it
+Each session gets a cgroup named after it under ``<controller root>/<cgroup_parent>/<instance>/``
+in the memory, pids and cpu hierarchies. The sandbox's launcher moves itself into them before it
 execs bubblewrap, so every process of the session is counted from its first instruction.
 Only ``cgroup.procs`` of the session's own cgroups is handed to the session's uid (so the
 launcher, running unprivileged, can join them); the limit files stay root's. The sandbox never
@@ -104,15 +104,19 @@ class SessionCgroup:
 
 
 class CgroupV1:
-    """Creates and removes session cgroups under one parent in each controller."""
+    """Session cgroups under ``<controller>/<parent>/<instance>/``.
 
-    def __init__(self, parent: str, total_memory_bytes: int = 0) -> None:
+    Each server process is one *instance*, so several servers on one host never touch each
+    other's sessions; a crashed instance's cgroups are removed by the next one to start."""
+
+    def __init__(self, parent: str, instance: str, total_memory_bytes: int = 0) -> None:
         self._parent_name = parent.strip("/")
+        self._instance = instance
         self._total_memory = total_memory_bytes
-        self._roots: dict[str, Path] = {}
+        self._parents: dict[str, Path] = {}
 
     def setup(self) -> None:
-        """Find the controllers and create the parent cgroups. Raises ``SandboxUnavailable``."""
+        """Find the controllers and create the cgroups of this instance. Raises ``SandboxUnavailable``."""
         mounts = _find_v1_mounts()
         missing = [c for c in CONTROLLERS if c not in mounts]
         if missing:
@@ -121,22 +125,23 @@ class CgroupV1:
                 "memory, pids and cpu to enforce its limits)"
             )
         for ctl in CONTROLLERS:
-            root = mounts[ctl] / self._parent_name
+            parent = mounts[ctl] / self._parent_name
             try:
-                root.mkdir(exist_ok=True)
-                probe = root / "spindle-probe"
-                probe.mkdir(exist_ok=True)
-                probe.rmdir()
+                parent.mkdir(exist_ok=True)
+                (parent / self._instance).mkdir(exist_ok=True)
             except OSError as exc:
                 raise SandboxUnavailable(
-                    f"cannot create cgroups under {root} ({exc.strerror}); the local sandbox must run as root"
+                    f"cannot create cgroups under {parent} ({exc.strerror}); the local sandbox must run as root"
                 ) from exc
-            self._roots[ctl] = root
+            self._parents[ctl] = parent
         if self._total_memory:
-            (self._roots["memory"] / "memory.limit_in_bytes").write_text(str(self._total_memory))
+            # Shared by every instance: the total for all sandboxes on this host.
+            (self._parents["memory"] / "memory.limit_in_bytes").write_text(str(self._total_memory))
 
-    def create(self, name: str, *, memory_bytes: int, pids_max: int, cpus: float, owner_uid: int) -> SessionCgroup:
-        paths = {ctl: self._roots[ctl] / name for ctl in CONTROLLERS}
+    def create(
+        self, name: str, *, memory_bytes: int, pids_max: int, cpus: float, owner_uid: int
+    ) -> SessionCgroup:
+        paths = {ctl: self._parents[ctl] / self._instance / name for ctl in CONTROLLERS}
         for path in paths.values():
             path.mkdir(exist_ok=True)
         mem = paths["memory"]
@@ -151,12 +156,21 @@ class CgroupV1:
             os.chown(path / "cgroup.procs", owner_uid, -1)
         return SessionCgroup(paths)
 
-    def leftovers(self) -> list[str]:
-        """Session cgroups left by a previous process (to clean up at start)."""
-        root = self._roots.get("pids")
-        if root is None:
-            return []
-        return [p.name for p in root.iterdir() if p.is_dir()]
+    def instances(self) -> list[str]:
+        """Instances that have cgroups under the parent (this one included)."""
+        parent = self._parents.get("pids")
+        return sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent else []
 
-    def existing(self, name: str) -> SessionCgroup:
-        return SessionCgroup({ctl: self._roots[ctl] / name for ctl in CONTROLLERS})
+    def remove_instance(self, instance: str) -> None:
+        """Kill and remove every session cgroup of ``instance`` (a crashed or stopped server)."""
+        if len(self._parents) != len(CONTROLLERS):
+            return  # setup never completed: nothing was created
+        sessions: set[str] = set()
+        for parent in self._parents.values():
+            with contextlib.suppress(OSError):
+                sessions |= {p.name for p in (parent / instance).iterdir() if p.is_dir()}
+        for name in sessions:
+            cg = SessionCgroup({ctl: self._parents[ctl] / instance / name for ctl in CONTROLLERS})
+            cg.kill_all()
+            cg.remove()
+        SessionCgroup({ctl: self._parents[ctl] / instance for ctl in CONTROLLERS}).remove()

@@ -43,7 +43,7 @@ class KernelChannel:
 
     def __init__(self, connection: dict[str, Any], context: zmq.asyncio.Context) -> None:
         self._client = AsyncKernelClient(context=context)
-        self._client.load_connection_info(connection)
+        self._client.load_connection_info(connection)  # type: ignore[arg-type]
         # No heartbeat channel: liveness comes from the process itself, and hb starts a thread.
         self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
 
@@ -177,8 +177,9 @@ class KernelChannel:
 
 def _to_outputs(msg_type: str, content: dict[str, Any]) -> list[Output]:
     if msg_type == "stream":
-        kind = "stderr" if content.get("name") == "stderr" else "stdout"
-        return [TextOutput(kind, str(content.get("text", "")))]
+        if content.get("name") == "stderr":
+            return [TextOutput("stderr", str(content.get("text", "")))]
+        return [TextOutput("stdout", str(content.get("text", "")))]
     if msg_type == "error":
         return [ErrorOutput(str(content.get("ename", "")), str(content.get("evalue", "")), list(content.get("traceback", [])))]
     if msg_type in ("execute_result", "display_data", "update_display_data"):

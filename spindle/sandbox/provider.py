@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
@@ -136,10 +137,13 @@ class SandboxProvider(abc.ABC):
         """Release provider-wide resources (sessions are closed by the manager before)."""
 
 
-def build_provider(settings: SandboxSettings) -> SandboxProvider:
-    """The explicit factory: one branch per provider name in ``SandboxSettings.provider``."""
+def build_provider(settings: SandboxSettings, protected_paths: list[Path] | None = None) -> SandboxProvider:
+    """The explicit factory: one branch per provider name in ``SandboxSettings.provider``.
+
+    ``protected_paths`` (the server's data dir) must never be visible inside a sandbox; a
+    provider refuses to start when its mounts would expose them."""
     if settings.provider == "bubblewrap":
         from spindle.sandbox.local import BubblewrapProvider
 
-        return BubblewrapProvider(settings)
+        return BubblewrapProvider(settings, protected_paths)
     raise ValueError(f"unknown sandbox provider {settings.provider!r}")

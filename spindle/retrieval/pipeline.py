@@ -1,0 +1,83 @@
+"""Ingestion of one file into one store: parse → chunk → (keyword-searchable) → embed → index.
+
+Blocking; the vector store worker runs it in a thread. Re-running it for a file replaces
+whatever an interrupted earlier run left, which is what makes resuming after a restart safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from spindle.retrieval import tokenizer
+from spindle.retrieval.chunker import Chunk, ChunkingStrategy, chunk_text
+from spindle.retrieval.embedding import Embedder
+from spindle.retrieval.errors import invalid
+from spindle.retrieval.index.store import StoreIndex
+from spindle.retrieval.parsers import parse
+from spindle.retrieval.settings import RetrievalSettings
+
+
+@dataclass
+class Prepared:
+    text: str
+    chunks: list[Chunk]
+    tokens: int
+
+
+@dataclass
+class IngestResult:
+    chunks: int
+    tokens: int
+    usage_bytes: int
+    keyword_ready_s: float  # seconds from start until keyword-searchable
+    total_s: float
+
+
+def prepare(filename: str, data: bytes, strategy: ChunkingStrategy, settings: RetrievalSettings) -> Prepared:
+    """Parse and chunk; raises ``IngestError`` for files the user must fix."""
+    text = parse(filename, data, settings.parse_timeout_s)
+    enc = tokenizer.load(settings.vocab_dir)
+    tokens = enc.encode(text)
+    if len(tokens) > settings.max_file_tokens:
+        raise invalid(f"The file has {len(tokens):,} tokens; the limit is {settings.max_file_tokens:,} per file.")
+    chunks = chunk_text(enc, text, strategy, tokens)
+    if not chunks:
+        raise invalid("The file contains no text.")
+    return Prepared(text, chunks, len(tokens))
+
+
+def usage_bytes(prepared: Prepared, dim: int) -> int:
+    """What the store keeps for a file: chunk text plus one float32 vector per chunk."""
+    return sum(len(c.text.encode("utf-8")) for c in prepared.chunks) + len(prepared.chunks) * dim * 4
+
+
+def ingest(
+    index: StoreIndex,
+    embedder: Embedder,
+    file_id: str,
+    filename: str,
+    data: bytes,
+    attributes: dict[str, Any],
+    strategy: ChunkingStrategy,
+    settings: RetrievalSettings,
+    on_keyword_ready: Callable[[], None] | None = None,
+) -> IngestResult:
+    started = time.perf_counter()
+    prepared = prepare(filename, data, strategy, settings)
+    ids, searchable = index.add_chunks(file_id, filename, attributes, prepared.chunks)
+    keyword_ready: list[float] = []
+
+    def mark(_: object) -> None:
+        keyword_ready.append(time.perf_counter() - started)
+        if on_keyword_ready is not None:
+            on_keyword_ready()
+
+    searchable.add_done_callback(mark)
+    vectors = embedder.embed_chunks(prepared.text, prepared.chunks)
+    used = usage_bytes(prepared, vectors.shape[1])
+    index.add_vectors(file_id, ids, vectors, used)
+    searchable.result()  # re-raises a failed commit
+    return IngestResult(len(ids), prepared.tokens, used, keyword_ready[0], time.perf_counter() - started)

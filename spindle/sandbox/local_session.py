@@ -1,0 +1,240 @@
+"""A session of the bubblewrap provider: its host directories, its kernel, its limits' reports.
+
+The session's tmpfs (mounted on the host at ``<instance dir>/<session id>``) holds ``data``
+(/mnt/data), ``tmp`` (/tmp), ``ipc`` (/run/spindle: sockets and connection file) and ``etc``
+(generated passwd/group/hosts). The kernel can be killed and relaunched in place after a
+timeout or crash: variables are lost, the tmpfs and so the files are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from spindle.sandbox import bwrap, hostfs
+from spindle.sandbox.cgroups import SessionCgroup
+from spindle.sandbox.errors import SessionFailed
+from spindle.sandbox.kernel import KernelChannel, KernelNotReady
+from spindle.sandbox.provider import ExecutionResult, OutputCallback, SandboxFile, SandboxSession
+
+if TYPE_CHECKING:
+    from spindle.sandbox.local import BubblewrapProvider
+
+log = logging.getLogger(__name__)
+
+_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+_MIB = 1024 * 1024
+_RESTARTED = "the session was restarted: variables and imports are lost, files in /mnt/data are kept"
+
+
+def _preload_code(modules: list[str]) -> str:
+    # Runs silently at start; imports land in sys.modules only, the user namespace stays empty.
+    # Importing pyplot once the shell exists also wires the inline backend's end-of-cell hook,
+    # which turns figures left open into image/png outputs. Rendering one throwaway figure and
+    # one DataFrame loads fonts and formatters now rather than in the user's first call.
+    return (
+        "def __spindle_preload(names):\n"
+        "    import importlib, io, sys\n"
+        "    for name in names:\n"
+        "        try:\n"
+        "            importlib.import_module(name)\n"
+        "        except Exception as exc:\n"
+        "            print(f'preload {name}: {exc!r}')\n"
+        "    try:\n"
+        "        if 'matplotlib.pyplot' in sys.modules:\n"
+        "            plt = sys.modules['matplotlib.pyplot']\n"
+        "            fig = plt.figure()\n"
+        "            fig.gca().plot([0, 1])\n"
+        "            fig.savefig(io.BytesIO(), format='png')\n"
+        "            plt.close(fig)\n"
+        "        if 'pandas' in sys.modules:\n"
+        "            repr(sys.modules['pandas'].DataFrame({'a': [1]}))\n"
+        "    except Exception:\n"
+        "        pass\n"
+        f"__spindle_preload({modules!r})\n"
+        "del __spindle_preload\n"
+    )
+
+
+class LocalSession(SandboxSession):
+    def __init__(self, provider: BubblewrapProvider, uid: int) -> None:
+        self._provider = provider
+        self._settings = provider.settings
+        self.uid = uid
+        self.id = f"u{uid - self._settings.uid_base}-{secrets.token_hex(3)}"
+        self.root = provider.instance_dir / self.id
+        self.cgroup: SessionCgroup | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: KernelChannel | None = None
+        self._closed = False
+
+    # -- start / stop -------------------------------------------------------------------
+
+    def prepare_host(self) -> None:
+        """Blocking: the tmpfs, its directories and the cgroups."""
+        self.root.mkdir(mode=0o711)
+        hostfs.mount_tmpfs(str(self.root), size_bytes=self._settings.disk_mb * _MIB, uid=0, mode=0o711)
+        for sub in ("data", "tmp", "ipc"):
+            path = self.root / sub
+            path.mkdir(mode=0o700)
+            os.chown(path, self.uid, self.uid)
+        etc = self.root / "etc"
+        etc.mkdir(mode=0o755)
+        for name, text in bwrap.etc_files().items():
+            (etc / name).write_text(text)
+            os.chmod(etc / name, 0o644)
+        mpl = self.root / "tmp" / ".matplotlib"
+        mpl.mkdir(mode=0o700)
+        os.chown(mpl, self.uid, self.uid)
+        for name, data in self._provider.assets.items():
+            hostfs.write_new_file(str(mpl), name, data, self.uid)
+        self.cgroup = self._provider.cgroups.create(
+            self.id,
+            memory_bytes=self._settings.memory_mb * _MIB,
+            pids_max=self._settings.pids_max,
+            cpus=self._settings.cpus,
+            owner_uid=self.uid,
+        )
+
+    def _write_connection(self) -> dict[str, Any]:
+        """Blocking: a fresh key and socket paths; returns the server-side connection info."""
+        ipc = self.root / "ipc"
+        for entry in ipc.iterdir():  # stale sockets of a previous kernel
+            entry.unlink()
+        key = secrets.token_hex(32)
+        info: dict[str, Any] = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", **_PORTS}
+        # The kernel binds inside its mount namespace; we connect to the same sockets from the host.
+        inside = {**info, "ip": f"{bwrap.IPC_DIR}/k", "kernel_name": ""}
+        path = ipc / "connection.json"
+        path.write_text(json.dumps(inside))
+        os.chown(path, self.uid, self.uid)
+        return {**info, "ip": str(ipc / "k")}
+
+    async def launch(self) -> None:
+        connection = await asyncio.to_thread(self._write_connection)
+        self._proc = await asyncio.to_thread(self._provider.spawn, self)
+        assert self._provider.zmq_context is not None
+        self._channel = KernelChannel(connection, self._provider.zmq_context)
+        try:
+            await self._channel.wait_ready(self._settings.start_timeout_s, self.alive)
+            modules = [m.strip() for m in self._settings.preload.split(",") if m.strip()]
+            if modules:
+                reply = await self._channel.run_silent(_preload_code(modules), self._settings.start_timeout_s)
+                if reply.get("status") != "ok":
+                    log.warning("sandbox preload failed: %s", reply.get("evalue"))
+        except KernelNotReady as exc:
+            raise SessionFailed(f"{exc}; kernel log: {self._log_tail()}") from exc
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.root / "kernel.log").read_text(errors="replace")[-2000:]
+        return ""
+
+    def _kill(self) -> None:
+        """Blocking: kill every process of the session and reap bwrap."""
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
+
+    async def restart(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        await asyncio.to_thread(self._kill)
+        await self.launch()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        try:
+            await asyncio.to_thread(self._teardown)
+        except Exception:  # close never raises; the next instance to start cleans leftovers
+            log.exception("sandbox session %s: teardown failed", self.id)
+        self._provider.session_finished(self)
+
+    def _teardown(self) -> None:
+        self._kill()
+        if hostfs.is_mount(str(self.root)):
+            hostfs.unmount(str(self.root))
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+    def host_uids(self) -> set[int]:
+        """Blocking: the real host uids of the session's processes (for the start-up check)."""
+        uids: set[int] = set()
+        for pid in self.cgroup.pids() if self.cgroup else []:
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        uids.update(int(x) for x in line.split()[1:])
+        return uids
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- work ---------------------------------------------------------------------------
+
+    async def execute(self, code: str, *, timeout: float, on_output: OutputCallback | None = None) -> ExecutionResult:
+        if self._closed:
+            return ExecutionResult("restarted", note="the session was closed")
+        notes: list[str] = []
+        if not self.alive() or self._channel is None:
+            await self.restart()
+            notes.append("the Python process had stopped and was restarted before this call (variables were lost)")
+        assert self._channel is not None and self.cgroup is not None
+        oom_before = self.cgroup.oom_kills()
+        pids_before = self.cgroup.pids_limit_hits()
+        try:
+            result, must_restart = await self._channel.execute(
+                code, timeout=timeout, grace=self._settings.interrupt_grace_s, alive=self.alive, on_output=on_output
+            )
+        except zmq.ZMQError:
+            if not self._closed:
+                raise
+            return ExecutionResult("restarted", note="the session was closed during the call")
+        if self._closed:
+            return ExecutionResult("restarted", result.outputs, "the session was closed during the call")
+        if result.note:
+            notes.append(result.note)
+        if self.cgroup.oom_kills() > oom_before:
+            notes.append(f"a process was killed for exceeding the {self._settings.memory_mb} MiB memory limit")
+        if self.cgroup.pids_limit_hits() > pids_before:
+            notes.append(f"creating a process failed: the limit of {self._settings.pids_max} processes/threads was reached")
+        if must_restart:
+            await self.restart()
+            notes.append(_RESTARTED)
+        result.note = "; ".join(notes) or None
+        return result
+
+    async def put_file(self, name: str, data: bytes) -> str:
+        return await asyncio.to_thread(hostfs.write_new_file, str(self.root / "data"), name, data, self.uid)
+
+    async def list_files(self) -> list[SandboxFile]:
+        found = await asyncio.to_thread(hostfs.snapshot, str(self.root / "data"))
+        return [SandboxFile(path, st.size, st.mtime_ns) for path, st in sorted(found.items())]
+
+    async def read_file(self, path: str, max_bytes: int) -> bytes:
+        return await asyncio.to_thread(hostfs.read_file, str(self.root / "data"), path, max_bytes)
+
+    async def memory_bytes(self) -> int | None:
+        if self.cgroup is None:
+            return None
+        return await asyncio.to_thread(self.cgroup.memory_usage)

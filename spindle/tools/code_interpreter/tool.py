@@ -1,0 +1,228 @@
+"""The Code Interpreter built-in tool: the model's ``python`` function, run in the thread's sandbox.
+
+Per run: ``prepare`` leases the thread's session and copies the run's files into /mnt/data;
+``instructions`` tells the model what is there; each ``call`` runs one cell, streams its
+logs and figures into the step, turns figures and files the code saved into Files
+(``assistants_output``), and hands the model plain, bounded text. The model's mistakes and
+tripped limits are outputs it can read; only an unusable sandbox fails the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from spindle.sandbox import SandboxCapacityError, SandboxFile, SandboxUnavailable, SessionFailed, SessionManager
+from spindle.sandbox.manager import Lease
+from spindle.sandbox.settings import SandboxSettings
+from spindle.tools.base import BuiltinTool, RunContext, ToolCall, ToolCallSink, ToolResult, ToolUnavailable
+from spindle.tools.code_interpreter import links
+from spindle.tools.code_interpreter.arguments import BadArguments, parse_code, partial_code
+from spindle.tools.code_interpreter.recorder import CallRecorder
+from spindle.tools.code_interpreter.render import model_output
+
+if TYPE_CHECKING:
+    from spindle.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FUNCTION_NAME = "python"
+_SCRATCH = "code_interpreter"
+_RESET_NOTE = (
+    "the previous Python session of this thread expired, so its variables and the files it "
+    "created are gone; the uploaded files were copied again"
+)
+
+_FUNCTION_SPEC = {
+    "type": "function",
+    "function": {
+        "name": FUNCTION_NAME,
+        "description": (
+            "Run Python code in a stateful Jupyter kernel and return its output. Variables, imports "
+            "and files in /mnt/data persist between calls in this conversation. No internet access."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "The Python source to run."}},
+            "required": ["code"],
+        },
+    },
+}
+
+
+def _file_ids(ctx: RunContext) -> list[str]:
+    """The run's files for code_interpreter, in order, without duplicates."""
+    ids: list[str] = []
+    for owner in (ctx.assistant, ctx.thread):
+        resources = (owner.get("tool_resources") or {}).get("code_interpreter") or {}
+        ids += resources.get("file_ids") or []
+    ids += ctx.assistant.get("file_ids") or []  # v1 assistants
+    ids += ctx.attachment_file_ids.get("code_interpreter", [])
+    return list(dict.fromkeys(str(i) for i in ids))
+
+
+class CodeInterpreterTool(BuiltinTool):
+    type: ClassVar[str] = "code_interpreter"
+
+    def __init__(self, runtime: Runtime, manager: SessionManager, settings: SandboxSettings) -> None:
+        self.runtime = runtime
+        self.manager = manager
+        self.settings = settings
+        # Files the code saved, per thread: path under /mnt/data -> file id (for annotations).
+        self._outputs: dict[str, dict[str, str]] = {}
+        # Original filename of each copied-in file id (for the instructions).
+        self._input_names: dict[str, str] = {}
+
+    @staticmethod
+    def _key(project: str, thread_id: str) -> str:
+        return f"{project}/{thread_id}"
+
+    # -- what the model sees ------------------------------------------------------------
+
+    def functions(self, ctx: RunContext) -> list[dict[str, Any]]:
+        return [_FUNCTION_SPEC]
+
+    def instructions(self, ctx: RunContext) -> str | None:
+        state = ctx.scratch.get(_SCRATCH, {})
+        lines = [
+            "You can run Python with the `python` tool in a stateful Jupyter environment (numpy, pandas, "
+            "matplotlib, scipy, scikit-learn and more are installed; there is no internet access). "
+            f"A call may run for at most {self.settings.call_timeout_s:g} seconds. Figures you show with "
+            "matplotlib are displayed to the user. To give the user a file, save it under /mnt/data and "
+            "link it in your answer as sandbox:/mnt/data/<name>."
+        ]
+        files: list[tuple[str, str]] = state.get("files", [])
+        if files:
+            lines.append("Files available in /mnt/data:")
+            lines += [f"- /mnt/data/{path} (uploaded as {name!r})" for path, name in files]
+        if state.get("reset"):
+            lines.append(f"Note: {_RESET_NOTE}.")
+        return "\n".join(lines)
+
+    def initial_step_tool_call(self, function_name: str) -> dict[str, Any]:
+        return {"type": "code_interpreter", "code_interpreter": {"input": "", "outputs": []}}
+
+    def input_delta(self, function_name: str, arguments_so_far: str, already_sent: int) -> tuple[dict[str, Any] | None, int]:
+        code = partial_code(arguments_so_far)
+        if code is None or len(code) <= already_sent:
+            return None, already_sent
+        return {"type": "code_interpreter", "code_interpreter": {"input": code[already_sent:]}}, len(code)
+
+    # -- runs ---------------------------------------------------------------------------
+
+    async def prepare(self, ctx: RunContext) -> None:
+        try:
+            async with self.manager.lease(self._key(ctx.project, ctx.thread_id)) as lease:
+                await self._sync_inputs(ctx, lease)
+        except SandboxUnavailable as exc:
+            raise ToolUnavailable(str(exc)) from exc
+        except (SandboxCapacityError, SessionFailed):
+            return  # transient: the first call retries and, if it fails again, tells the model
+
+    async def _sync_inputs(self, ctx: RunContext, lease: Lease) -> None:
+        """Copy the run's files not yet in this session; record the listing for instructions."""
+        state = ctx.scratch.setdefault(_SCRATCH, {"files": [], "reset": False})
+        if lease.reset:
+            state["reset"] = True
+        copied = lease.thread.input_files
+        for file_id in _file_ids(ctx):
+            if file_id in copied:
+                continue
+            try:
+                meta = await self.runtime.files.get(ctx.project, file_id)
+                data = await self.runtime.files.read(ctx.project, file_id)
+            except Exception as exc:  # a deleted or foreign file: skip it, the run goes on
+                log.warning("code_interpreter: file %s not copied: %s", file_id, exc)
+                continue
+            name = str(meta.get("filename") or file_id)
+            copied[file_id] = await lease.session.put_file(name, data)
+            self._input_names[file_id] = name
+        state["files"] = [(path, self._input_names.get(fid, path)) for fid, path in copied.items()]
+
+    async def call(self, ctx: RunContext, call: ToolCall, sink: ToolCallSink) -> ToolResult:
+        try:
+            code = parse_code(call.arguments)
+        except BadArguments as exc:
+            return self._result(call.arguments, [], str(exc))
+        key = self._key(ctx.project, ctx.thread_id)
+        try:
+            async with self.manager.lease(key) as lease:
+                return await self._run(ctx, call, sink, lease, code)
+        except SandboxUnavailable as exc:
+            raise ToolUnavailable(str(exc)) from exc
+        except SandboxCapacityError as exc:
+            return self._result(code, [], f"[error: {exc}]")
+        except SessionFailed as exc:
+            await self.manager.discard(key)
+            return self._result(
+                code, [], f"[error: the Python session failed ({exc}); the next call will start a new one]"
+            )
+
+    async def _run(self, ctx: RunContext, call: ToolCall, sink: ToolCallSink, lease: Lease, code: str) -> ToolResult:
+        notes = [_RESET_NOTE] if lease.reset else []
+        await self._sync_inputs(ctx, lease)
+        before = {f.path: f for f in await lease.session.list_files()}
+        recorder = CallRecorder(ctx, call.id, sink, self.settings.max_output_chars)
+        result = await lease.execute(code, timeout=self.settings.call_timeout_s, on_output=recorder.on_output)
+        if result.note:
+            notes.append(result.note)
+            await recorder.add_text(f"\n[{result.note}]\n")
+        changed = [f for f in await lease.session.list_files() if before.get(f.path) != f]
+        written, skipped = await self._export(ctx, lease, changed)
+        output = model_output(recorder.logs, images=len(recorder.image_file_ids), written=written, skipped=skipped, notes=[])
+        images = [{"type": "image_file", "image_file": {"file_id": fid}} for fid in recorder.image_file_ids]
+        return ToolResult(
+            output=output,
+            step_tool_call={"type": "code_interpreter", "code_interpreter": {"input": code, "outputs": recorder.step_outputs()}},
+            message_content=images,
+        )
+
+    async def _export(self, ctx: RunContext, lease: Lease, changed: list[SandboxFile]) -> tuple[list[str], list[str]]:
+        """Turn files the call wrote into Files; returns (exported paths, skipped paths)."""
+        outputs = self._outputs.setdefault(self._key(ctx.project, ctx.thread_id), {})
+        limit = self.settings.max_output_file_mb * 1024 * 1024
+        written: list[str] = []
+        skipped: list[str] = []
+        for f in changed:
+            if len(written) >= self.settings.max_output_files or f.size > limit:
+                skipped.append(f.path)
+                continue
+            try:
+                data = await lease.session.read_file(f.path, limit)
+            except (OSError, ValueError):  # vanished, replaced by a link, grew: not exported
+                skipped.append(f.path)
+                continue
+            created = await self.runtime.files.create(
+                ctx.project, filename=f"/mnt/data/{f.path}", data=data, purpose="assistants_output"
+            )
+            outputs[f.path] = str(created["id"])
+            written.append(f.path)
+        return written, skipped
+
+    def _result(self, code: str, outputs: list[dict[str, Any]], message: str) -> ToolResult:
+        logs = [{"type": "logs", "logs": message}] + outputs
+        return ToolResult(
+            output=message,
+            step_tool_call={"type": "code_interpreter", "code_interpreter": {"input": code, "outputs": logs}},
+        )
+
+    # -- text ---------------------------------------------------------------------------
+
+    def annotate(self, ctx: RunContext, text: str) -> list[dict[str, Any]]:
+        return links.annotate(text, self._outputs.get(self._key(ctx.project, ctx.thread_id), {}))
+
+    def pending_marker(self, text: str) -> int | None:
+        return links.pending_marker(text)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def on_thread_deleted(self, project: str, thread_id: str) -> None:
+        key = self._key(project, thread_id)
+        self._outputs.pop(key, None)
+        await self.manager.release(key)
+
+    async def start(self) -> None:
+        await self.manager.start()
+
+    async def shutdown(self) -> None:
+        await self.manager.shutdown()
