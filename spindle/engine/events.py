@@ -41,39 +41,50 @@ def done_event(run_id: str) -> AppendEvent:
 
 
 class EventLog:
+    """Followers read a run's backlog from the store, then take new events as the store
+    commits them (handed over in memory, no second read). Readers in other processes fall
+    back to polling the store."""
+
     def __init__(self, store: MetadataStore) -> None:
         self.store = store
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._followers: dict[str, set[asyncio.Queue[StoredEvent]]] = defaultdict(set)
 
-    def notify(self, run_ids: set[str]) -> None:
-        """Called by the store after a commit that appended events for ``run_ids``."""
-        for run_id in run_ids:
-            for waiter in self._waiters.get(run_id, ()):
-                waiter.set()
+    def notify(self, appended: dict[str, list[StoredEvent]]) -> None:
+        """Called by the store after a commit, with the events it appended per run."""
+        for run_id, items in appended.items():
+            for queue in self._followers.get(run_id, ()):
+                for item in items:
+                    queue.put_nowait(item)
 
     async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[StoredEvent]:
         """Yield the run's events after ``after_seq`` until (and including) the next ``done``."""
-        waiter = asyncio.Event()
-        self._waiters[run_id].add(waiter)
+        live: asyncio.Queue[StoredEvent] = asyncio.Queue()
+        self._followers[run_id].add(live)  # before reading the backlog, so nothing falls between
         try:
             seq = after_seq
             while True:
-                waiter.clear()
-                batch = await self.store.read_events(run_id, seq)
-                for item in batch:
+                for item in await self.store.read_events(run_id, seq):
                     seq = item.seq
                     yield item
                     if item.event == DONE:
                         return
-                if not batch:
+                while True:
                     try:
-                        await asyncio.wait_for(waiter.wait(), _FALLBACK_POLL_S)
+                        item = await asyncio.wait_for(live.get(), _FALLBACK_POLL_S)
                     except TimeoutError:
-                        pass
+                        break  # nothing in memory: look in the store (another writer?)
+                    if item.seq <= seq:
+                        continue
+                    if item.seq != seq + 1:
+                        break  # a gap: read it from the store in order
+                    seq = item.seq
+                    yield item
+                    if item.event == DONE:
+                        return
         finally:
-            self._waiters[run_id].discard(waiter)
-            if not self._waiters[run_id]:
-                self._waiters.pop(run_id, None)
+            self._followers[run_id].discard(live)
+            if not self._followers[run_id]:
+                self._followers.pop(run_id, None)
 
 
 def sse_frame(item: StoredEvent) -> bytes:

@@ -72,6 +72,9 @@ class Execution:
         self.project = project
         self.ctx: RunContext | None = None
         self.pending_parts: list[dict[str, Any]] = []
+        self.thread_messages: list[dict[str, Any]] = []
+        self.turns_taken = 0
+        self.resumed = False
 
     # -- writing -------------------------------------------------------------------------
 
@@ -105,10 +108,13 @@ class Execution:
             await self.stop(RunStopped("failed", {"code": "server_error",
                                                    "message": f"Assistant {self.run['assistant_id']} was deleted."}))
             return
-        steps = await self.store.scan("run_step", parent=self.run["id"])
+        # A run that never started has no steps yet; one resumed after tool outputs has.
+        self.resumed = bool(self.run.get("started_at"))
+        steps = await self.store.scan("run_step", parent=self.run["id"]) if self.resumed else []
+        self.thread_messages = await self.store.scan("message", parent=thread["id"])
         self.ctx = RunContext(runtime=self.runtime, project=self.project, run=self.run, thread=thread,
                               assistant=assistant, tools=self.run["tools"], include=self.run.get("_include") or [],
-                              attachment_file_ids=await self._attachments(thread["id"]))
+                              attachment_file_ids=_attachments(self.thread_messages))
         self.ctx.completed_calls = [c for s in steps if s["step_details"]["type"] == "tool_calls"
                                     for c in s["step_details"]["tool_calls"]]
         try:
@@ -140,6 +146,7 @@ class Execution:
             if turns > limit:
                 raise RunStopped("incomplete", incomplete="max_tool_iterations")
             outcome = await self._turn(first_turn)
+            self.turns_taken += 1
             first_turn = False
             if outcome == "continue":
                 continue
@@ -147,16 +154,6 @@ class Execution:
                 return
             await self._complete()
             return
-
-    async def _attachments(self, thread_id: str) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for message in await self.store.scan("message", parent=thread_id):
-            for attachment in message.get("attachments") or []:
-                for tool in attachment.get("tools") or []:
-                    ids = out.setdefault(tool["type"], [])
-                    if attachment["file_id"] not in ids:
-                        ids.append(attachment["file_id"])
-        return out
 
     def _check_tools_available(self) -> None:
         problems = self.runtime.extensions.get("tool_problems", {})
@@ -180,10 +177,12 @@ class Execution:
             extra = tool.instructions(self.ctx)
             if extra:
                 system = f"{system}\n\n{extra}" if system else extra
-        thread_messages = await self.store.scan("message", parent=self.run["thread_id"])
+        thread_messages = self.thread_messages
+        if self.turns_taken:  # this run has written messages and steps since the last read
+            thread_messages = await self.store.scan("message", parent=self.run["thread_id"])
         own = {m["id"]: m for m in thread_messages if m.get("run_id") == self.run["id"]}
         history = [prompt.message_to_chat(m) for m in thread_messages if m.get("run_id") != self.run["id"]]
-        steps = await self.store.scan("run_step", parent=self.run["id"])
+        steps = await self.store.scan("run_step", parent=self.run["id"]) if self.turns_taken or self.resumed else []
         names = {tool.type: name for name, tool in offer.builtin_by_name.items()}
         progress = prompt.steps_to_chat(steps, own, names)
         head = [{"role": "system", "content": system}] if system else []
@@ -473,6 +472,18 @@ class Execution:
     async def cancelled(self) -> None:
         ops = await self._close_open("cancelled")
         await self.set_status("cancelled", ops, done=True)
+
+
+def _attachments(messages: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """File ids attached to the thread's messages, per tool type, oldest first."""
+    out: dict[str, list[str]] = {}
+    for message in messages:
+        for attachment in message.get("attachments") or []:
+            for tool in attachment.get("tools") or []:
+                ids = out.setdefault(tool["type"], [])
+                if attachment["file_id"] not in ids:
+                    ids.append(attachment["file_id"])
+    return out
 
 
 def _usage(usage: dict[str, int] | None) -> dict[str, int] | None:

@@ -154,7 +154,7 @@ def search(
     ordered = sorted(cands.values(), key=lambda c: -c.rrf)
     ranker = settings.default_ranker if options.ranker != "none" else "none"
     if ranker == "score_blend":
-        pool = ordered[: max(options.max_num_results * 3, 30)]
+        pool = ordered[: settings.rerank_pool] if settings.rerank_pool > 0 else ordered
         blended = _blend(stores, pool, query_vecs, best_bm25, settings.blend_alpha)
         scored = sorted(((blended[(c.store, c.chunk_id)], c) for c in pool), key=lambda item: -item[0])
     else:

@@ -60,6 +60,9 @@ class RetrievalSettings(BaseSettings):
     default_ranker: Literal["score_blend", "none"] = Field(
         "score_blend", description="Ranker used for `auto`/`default-*`: `score_blend` rescoring or `none` (RRF order)."
     )
+    rerank_pool: int = Field(
+        0, description="Fused candidates the ranker rescores per search; 0 = all of them (~120 per query)."
+    )
     blend_alpha: float = Field(
         0.7, description="`score_blend`: weight of the cosine similarity (the rest is normalised BM25)."
     )

@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import secrets
+import signal
 import subprocess
+import time
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -177,6 +179,34 @@ class LocalSession(SandboxSession):
         if self.cgroup is not None:
             self.cgroup.remove()
 
+    def _kill_strays(self) -> int:
+        """Blocking: SIGKILL every process of the session except bwrap and the kernel."""
+        killed = 0
+        for _ in range(3):  # a process may fork while we kill its siblings
+            strays = self._strays()
+            if not strays:
+                break
+            for pid in strays:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            killed += len(strays)
+            time.sleep(0.05)
+        return killed
+
+    def _strays(self) -> set[int]:
+        if self._proc is None or self.cgroup is None:
+            return set()
+        parents: dict[int, int] = {}
+        for pid in self.cgroup.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                # The command name may contain spaces: the fields we want follow its ")".
+                parents[pid] = int(fh.read().rsplit(")", 1)[1].split()[1])
+        outer = self._proc.pid
+        inits = {pid for pid, ppid in parents.items() if ppid == outer}
+        children = [pid for pid, ppid in parents.items() if ppid in inits]
+        keep = {outer, *inits, *([min(children)] if children else [])}
+        return set(parents) - keep
+
     def host_uids(self) -> set[int]:
         """Blocking: the real host uids of the session's processes (for the start-up check)."""
         uids: set[int] = set()
@@ -221,6 +251,11 @@ class LocalSession(SandboxSession):
         if must_restart:
             await self.restart()
             notes.append(_RESTARTED)
+        elif result.status == "timeout":
+            # Processes the interrupted code started (a fork bomb's copies of the kernel, a
+            # hung subprocess) would otherwise hold the session's process slots forever.
+            if await asyncio.to_thread(self._kill_strays):
+                notes.append("processes started by the interrupted code were stopped")
         result.note = "; ".join(notes) or None
         return result
 

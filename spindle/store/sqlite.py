@@ -67,7 +67,8 @@ class SQLiteStore(MetadataStore):
         self._local = threading.local()
         self._all_read_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self.on_commit: Callable[[set[str]], None] | None = None
+        # Called on the event loop after each commit with the events it appended, by run.
+        self.on_commit: Callable[[dict[str, list[StoredEvent]]], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ class SQLiteStore(MetadataStore):
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_WriteRequest]) -> None:
         outcomes: list[tuple[_WriteRequest, list[int | None] | BaseException]] = []
-        touched_runs: set[str] = set()
+        touched_runs: dict[str, list[StoredEvent]] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
             for request in batch:
@@ -135,7 +136,8 @@ class SQLiteStore(MetadataStore):
                     outcomes.append((request, exc))
                     continue
                 conn.execute("RELEASE req")
-                touched_runs |= runs
+                for run_id, items in runs.items():
+                    touched_runs.setdefault(run_id, []).extend(items)
                 outcomes.append((request, results))
             conn.execute("COMMIT")
         except Exception as exc:
@@ -145,15 +147,15 @@ class SQLiteStore(MetadataStore):
             except sqlite3.Error:
                 pass
             outcomes = [(request, exc) for request in batch]
-            touched_runs = set()
+            touched_runs = {}
         for request, outcome in outcomes:
             request.loop.call_soon_threadsafe(_resolve, request.future, outcome)
         if touched_runs and self.on_commit is not None and batch:
             batch[0].loop.call_soon_threadsafe(self.on_commit, touched_runs)
 
-    def _apply(self, conn: sqlite3.Connection, ops: Sequence[Any]) -> tuple[list[int | None], set[str]]:
+    def _apply(self, conn: sqlite3.Connection, ops: Sequence[Any]) -> tuple[list[int | None], dict[str, list[StoredEvent]]]:
         results: list[int | None] = []
-        runs: set[str] = set()
+        runs: dict[str, list[StoredEvent]] = {}
         for op in ops:
             if isinstance(op, _SerializedPut):
                 conn.execute(
@@ -181,7 +183,7 @@ class SQLiteStore(MetadataStore):
                 data = op.data
                 conn.execute("INSERT INTO events (run_id, seq, event, data) VALUES (?, ?, ?, ?)",
                              (op.run_id, seq, op.event, data))
-                runs.add(op.run_id)
+                runs.setdefault(op.run_id, []).append(StoredEvent(seq, op.event, data))
                 results.append(seq)
             else:  # pragma: no cover - the Op union is closed
                 raise TypeError(f"unknown op {op!r}")

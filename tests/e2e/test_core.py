@@ -322,3 +322,26 @@ def test_other_project_sees_nothing(start_server: Any, client_kind: str) -> None
         stranger.beta.assistants.list()
     for client in (mine, theirs, stranger):
         client.close()
+
+
+def test_disconnecting_client_stops_its_stream_not_the_run(spindle_server: harness.SpindleServer,
+                                                           upstream: harness.Upstream) -> None:
+    import httpx
+
+    upstream.script("slow stream", [{"content": "a b c d e f g h i j", "chunk_chars": 1, "delay_ms": 30}])
+    client = harness.make_client("openai", spindle_server.base_url)
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "slow stream"}])
+    with httpx.Client(base_url=f"{spindle_server.base_url}/v1", timeout=30) as http:
+        with http.stream("POST", f"/threads/{thread.id}/runs", json={"assistant_id": assistant.id, "stream": True},
+                         headers={"authorization": "Bearer sk"}) as response:
+            lines = response.iter_lines()
+            first = next(lines)
+            assert first == "event: thread.run.created"
+            run_id = json.loads(next(lines)[6:])["id"]
+        # The response is closed here, mid-run.
+    run = wait_for(client, thread.id, run_id, {"completed", "failed"})
+    assert run.status == "completed"
+    answer = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert answer.content[0].text.value == "a b c d e f g h i j"
+    client.close()

@@ -7,11 +7,14 @@ container, not a ZIP) or a package missing its main part is ``invalid_file``.
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 from spindle.retrieval.errors import invalid
+
+log = logging.getLogger(__name__)
 
 
 def _open_zip_check(data: bytes, kind: str) -> None:
@@ -49,12 +52,11 @@ def docx_to_text(data: bytes) -> str:
             for para in section.header.paragraphs + section.footer.paragraphs:
                 if para.text.strip():
                     parts.append(para.text)
-    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise invalid(f"The docx file is corrupt: {exc}") from None
-    except Exception as exc:  # lxml.etree.XMLSyntaxError and friends from a damaged part
-        if type(exc).__module__.startswith(("lxml", "docx")):
-            raise invalid(f"The docx file is corrupt: {exc}") from None
-        raise
+    except Exception as exc:
+        # Everything in the try block is the library walking untrusted bytes; a damaged
+        # package surfaces as any exception type (KeyError, AttributeError, XMLSyntaxError).
+        log.info("unreadable docx", exc_info=True)
+        raise invalid(f"The docx file is corrupt: {type(exc).__name__}: {exc}") from None
     return "\n".join(parts)
 
 
@@ -86,10 +88,9 @@ def pptx_to_text(data: bytes) -> str:
                     texts.append(notes.text)
             if texts:
                 parts.append(f"Slide {number}\n" + "\n".join(texts))
-    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise invalid(f"The pptx file is corrupt: {exc}") from None
     except Exception as exc:
-        if type(exc).__module__.startswith(("lxml", "pptx")):
-            raise invalid(f"The pptx file is corrupt: {exc}") from None
-        raise
+        # Everything in the try block is the library walking untrusted bytes; a damaged
+        # package surfaces as any exception type (KeyError, AttributeError, XMLSyntaxError).
+        log.info("unreadable pptx", exc_info=True)
+        raise invalid(f"The pptx file is corrupt: {type(exc).__name__}: {exc}") from None
     return "\n\n".join(parts)

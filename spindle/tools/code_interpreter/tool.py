@@ -121,18 +121,19 @@ class CodeInterpreterTool(BuiltinTool):
 
     async def _sync_inputs(self, ctx: RunContext, lease: Lease) -> None:
         """Copy the run's files not yet in this session; record the listing for instructions."""
-        state = ctx.scratch.setdefault(_SCRATCH, {"files": [], "reset": False})
+        state = ctx.scratch.setdefault(_SCRATCH, {"files": [], "reset": False, "unreadable": set()})
         if lease.reset:
             state["reset"] = True
         copied = lease.thread.input_files
         for file_id in _file_ids(ctx):
-            if file_id in copied:
+            if file_id in copied or file_id in state["unreadable"]:
                 continue
             try:
                 meta = await self.runtime.files.get(ctx.project, file_id)
                 data = await self.runtime.files.read(ctx.project, file_id)
             except Exception as exc:  # a deleted or foreign file: skip it, the run goes on
                 log.warning("code_interpreter: file %s not copied: %s", file_id, exc)
+                state["unreadable"].add(file_id)
                 continue
             name = str(meta.get("filename") or file_id)
             copied[file_id] = await lease.session.put_file(name, data)
