@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spindle.sandbox.settings import SandboxSettings
+
 
 class ServerSettings(BaseSettings):
     """The HTTP server, storage, keys and the upstream model."""
@@ -62,21 +64,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     server: ServerSettings = Field(default_factory=ServerSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
     @property
     def data_dir(self) -> Path:
         return self.server.data_dir
 
 
+def env_name(section: type[BaseSettings], field_name: str) -> str:
+    """The environment variable a settings field is read from (its alias, if it has one)."""
+    field = section.model_fields[field_name]
+    alias = field.validation_alias or field.alias
+    if isinstance(alias, str):
+        return alias.upper()
+    return f"{section.model_config.get('env_prefix', '')}{field_name}".upper()
+
+
 def all_setting_env_names() -> list[str]:
     """Every environment variable Spindle reads (for docs and the README check)."""
-    names: list[str] = []
-    for section in _sections():
-        prefix = section.model_config.get("env_prefix", "")
-        for name in section.model_fields:
-            names.append(f"{prefix}{name}".upper())
-    return names
+    return [env_name(section, name) for section in _sections() for name in section.model_fields]
 
 
 def _sections() -> list[type[BaseSettings]]:
-    return [ServerSettings]
+    return [ServerSettings, SandboxSettings]

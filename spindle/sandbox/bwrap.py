@@ -25,10 +25,12 @@ CONNECTION_FILE = f"{IPC_DIR}/connection.json"
 DATA_DIR = "/mnt/data"
 
 # /etc entries the dynamic loader, locale, time zone, fonts, mime types and Python read.
+# fmt: off
 _ETC_FILES = (
     "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "fonts", "mime.types",
     "nsswitch.conf", "alternatives", "python3", "python3.11", "python3.12", "python3.13", "ssl/openssl.cnf",
 )
+# fmt: on
 _TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
@@ -71,6 +73,9 @@ def sandbox_env(python: Path, cpus: float) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "NUMEXPR_MAX_THREADS": threads,
+        # pandas 3 pulls in pyarrow, whose jemalloc reserves 1 GiB of address space up front;
+        # with malloc instead, the per-process data limit (= the memory limit) stays meaningful.
+        "ARROW_DEFAULT_MEMORY_POOL": "system",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         "JUPYTER_PLATFORM_DIRS": "1",
@@ -90,6 +95,7 @@ def bwrap_argv(
 
     ``session_root`` holds ``data``, ``tmp``, ``ipc`` (writable by the session uid) and ``etc``
     (generated passwd/group/hosts, read-only inside)."""
+    # fmt: off
     argv = [
         bwrap,
         "--unshare-all",
@@ -134,6 +140,7 @@ def bwrap_argv(
         "--HistoryManager.enabled=False",
         "--IPKernelApp.log_level=ERROR",
     ]
+    # fmt: on
     return argv
 
 
@@ -152,7 +159,16 @@ exec "$@"
 
 
 def launcher_argv(procs_files: list[str], data_limit_kib: int, command: list[str]) -> list[str]:
-    return ["/bin/sh", "-c", LAUNCHER, "spindle-launcher", str(len(procs_files)), *procs_files, str(data_limit_kib), *command]
+    return [
+        "/bin/sh",
+        "-c",
+        LAUNCHER,
+        "spindle-launcher",
+        str(len(procs_files)),
+        *procs_files,
+        str(data_limit_kib),
+        *command,
+    ]
 
 
 def etc_files() -> dict[str, str]:

@@ -143,7 +143,7 @@ class CgroupV1:
     ) -> SessionCgroup:
         paths = {ctl: self._parents[ctl] / self._instance / name for ctl in CONTROLLERS}
         for path in paths.values():
-            path.mkdir(exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
         mem = paths["memory"]
         (mem / "memory.limit_in_bytes").write_text(str(memory_bytes))
         # With swap present, memsw must also be capped or the limit only moves pages to swap.

@@ -84,7 +84,10 @@ def write_new_file(dir_path: str, name: str, data: bytes, uid: int) -> str:
         for candidate in _candidates(safe_name(name)):
             try:
                 fd = os.open(
-                    candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd
+                    candidate,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o644,
+                    dir_fd=dir_fd,
                 )
             except FileExistsError:
                 continue
@@ -130,7 +133,9 @@ def snapshot(dir_path: str) -> dict[str, FileStat]:
                             found[rel] = FileStat(st.st_size, st.st_mtime_ns)
                         elif stat.S_ISDIR(st.st_mode) and depth < _MAX_DEPTH:
                             with contextlib.suppress(OSError):
-                                stack.append((os.open(entry.name, _DIR_FLAGS, dir_fd=fd), rel + "/", depth + 1))
+                                stack.append(
+                                    (os.open(entry.name, _DIR_FLAGS, dir_fd=fd), rel + "/", depth + 1)
+                                )
             except OSError:
                 pass
             finally:

@@ -9,7 +9,6 @@ when a timed-out kernel does not stop (kill and restart).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import queue
 import time
@@ -32,6 +31,7 @@ _IMAGE_MIMES = ("image/png", "image/jpeg")
 # Poll granularity while waiting for output: bounds how late we notice a dead kernel or a
 # timeout, not the latency of output (messages wake the poll immediately).
 _POLL_S = 0.25
+_MAX_KEPT_TEXT = 1_000_000  # characters of text kept in an ExecutionResult
 
 
 class KernelNotReady(Exception):
@@ -46,6 +46,7 @@ class KernelChannel:
         self._client.load_connection_info(connection)  # type: ignore[arg-type]
         # No heartbeat channel: liveness comes from the process itself, and hb starts a thread.
         self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+        self._unfinished: str | None = None
 
     def close(self) -> None:
         self._client.stop_channels()
@@ -119,8 +120,44 @@ class KernelChannel:
         Past ``timeout`` the kernel is interrupted; past ``timeout + grace`` it is given up."""
         await self._drain_iopub()
         await self._drain_shell()
-        msg_id = self._client.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=True)
+        msg_id = self._client.execute(
+            code, silent=False, store_history=True, allow_stdin=False, stop_on_error=True
+        )
+        try:
+            result, must_restart = await self._collect(msg_id, timeout, grace, alive, on_output)
+        except BaseException:
+            # The caller gave up (run cancelled, on_output failed): stop the code rather than
+            # leave the kernel busy, and make the next call wait until it has really stopped
+            # (a request queued behind an interrupted one would be aborted unrun).
+            self._unfinished = msg_id
+            await self.interrupt()
+            raise
+        if not must_restart and await self._wait_reply(msg_id) == "aborted":
+            result.status = "error"
+            result.note = "the kernel did not run this code (aborted after an earlier error)"
+        return result, must_restart
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait until a request we stopped waiting for (a cancelled call) has finished.
+
+        False when it is still running after ``timeout``: the kernel must be restarted."""
+        msg_id, self._unfinished = self._unfinished, None
+        if msg_id is None:
+            return True
+        status = await self._wait_reply(msg_id, timeout)
+        await self._drain_iopub()
+        return status is not None
+
+    async def _collect(
+        self,
+        msg_id: str,
+        timeout: float,
+        grace: float,
+        alive: Callable[[], bool],
+        on_output: OutputCallback | None,
+    ) -> tuple[ExecutionResult, bool]:
         outputs: list[Output] = []
+        kept_text = 0
         deadline = time.monotonic() + timeout
         interrupted_at: float | None = None
         while True:
@@ -146,26 +183,36 @@ class KernelChannel:
                     break
                 continue
             for out in _to_outputs(msg_type, content):
-                outputs.append(out)
                 if on_output is not None:
                     await on_output(out)
-        await self._wait_reply(msg_id)
+                # The caller streams everything through on_output; what we keep is bounded so
+                # a print loop cannot grow the server's memory without limit.
+                if isinstance(out, TextOutput):
+                    kept_text += len(out.text)
+                    if kept_text > _MAX_KEPT_TEXT:
+                        if kept_text - len(out.text) <= _MAX_KEPT_TEXT:
+                            outputs.append(TextOutput("stderr", "[... further output not kept ...]\n"))
+                        continue
+                outputs.append(out)
         if interrupted_at is not None:
             note = f"the call exceeded the {timeout:g} s time limit and was interrupted (variables are kept)"
             return ExecutionResult("timeout", outputs, note), False
         failed = any(isinstance(o, ErrorOutput) for o in outputs)
         return ExecutionResult("error" if failed else "ok", outputs), False
 
-    async def _wait_reply(self, msg_id: str) -> None:
-        # The reply is sent before the idle status, so it is normally already queued.
-        deadline = time.monotonic() + 2.0
+    async def _wait_reply(self, msg_id: str, timeout: float = 2.0) -> str | None:
+        """The status of the shell reply to ``msg_id`` (``ok``, ``error``, ``aborted``), or None.
+
+        After the idle status the reply is normally already queued: it is sent first."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 reply = await self._client.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                return
+                return None
             if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                return
+                return str(reply.get("content", {}).get("status"))
+        return None
 
     async def _drain_shell(self) -> None:
         while True:
@@ -181,7 +228,13 @@ def _to_outputs(msg_type: str, content: dict[str, Any]) -> list[Output]:
             return [TextOutput("stderr", str(content.get("text", "")))]
         return [TextOutput("stdout", str(content.get("text", "")))]
     if msg_type == "error":
-        return [ErrorOutput(str(content.get("ename", "")), str(content.get("evalue", "")), list(content.get("traceback", [])))]
+        return [
+            ErrorOutput(
+                str(content.get("ename", "")),
+                str(content.get("evalue", "")),
+                list(content.get("traceback", [])),
+            )
+        ]
     if msg_type in ("execute_result", "display_data", "update_display_data"):
         data = content.get("data") or {}
         for mime in _IMAGE_MIMES:
@@ -193,13 +246,3 @@ def _to_outputs(msg_type: str, content: dict[str, Any]) -> list[Output]:
             return []
         return [TextOutput("result" if msg_type == "execute_result" else "display", str(text))]
     return []
-
-
-async def sleep_until(predicate: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; used for process exits."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(step)
-    return True

@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import zmq.asyncio
@@ -52,7 +53,9 @@ class BubblewrapProvider(SandboxProvider):
         self.instance_dir = settings.work_dir / self.instance
         self.cgroups = CgroupV1(settings.cgroup_parent, self.instance, settings.total_memory_mb * _MIB)
         self.uids = UidAllocator(settings.work_dir / _UIDS_DIR, settings.uid_base)
-        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawn")
+        self._spawner = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sandbox-spawn"
+        )
         self._lock_fd: int | None = None
         self._ro_binds: list[Path] = []
         self._bwrap = ""
@@ -109,15 +112,17 @@ class BubblewrapProvider(SandboxProvider):
         if len(str(self.instance_dir)) > 60:  # Unix socket paths are limited to 107 bytes
             raise SandboxUnavailable(f"SPINDLE_SANDBOX_WORK_DIR {self.settings.work_dir} is too long")
         self._seccomp = compile_filter()
-        self.cgroups.setup()
         work_dir = self.settings.work_dir
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         os.chmod(work_dir, 0o711)
         self.uids.setup()
-        self._clean_stale_instances()
+        # Claim the instance (directory + held lock) before creating its cgroups, so another
+        # server cleaning up never mistakes this one for a crashed instance.
         self.instance_dir.mkdir(mode=0o711)
         self._lock_fd = os.open(self.instance_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.cgroups.setup()
+        self._clean_stale_instances()
 
     def _clean_stale_instances(self) -> None:
         """Remove what crashed servers left: processes, mounts, directories, cgroups.
@@ -131,7 +136,9 @@ class BubblewrapProvider(SandboxProvider):
             try:
                 fd = os.open(entry / ".lock", os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
-                stale.add(entry.name)
+                # No lock yet: a server that is just starting, unless the directory is old.
+                if time.time() - entry.stat().st_mtime > 60:
+                    stale.add(entry.name)
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,7 +208,9 @@ class BubblewrapProvider(SandboxProvider):
 
     def _spawn(self, session: LocalSession) -> subprocess.Popen[bytes]:
         seccomp_fd = os.memfd_create("spindle-seccomp", 0)  # inheritable: bwrap reads it
-        log_fd = os.open(session.root / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        log_fd = os.open(
+            session.root / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
         try:
             os.write(seccomp_fd, self._seccomp)
             os.lseek(seccomp_fd, 0, os.SEEK_SET)
@@ -226,6 +235,7 @@ class BubblewrapProvider(SandboxProvider):
                 stderr=log_fd,
                 pass_fds=(seccomp_fd,),
                 start_new_session=True,  # a Ctrl-C on the server's terminal is not for the sandbox
+                cwd="/",
             )
         finally:
             os.close(seccomp_fd)

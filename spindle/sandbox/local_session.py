@@ -122,7 +122,13 @@ class LocalSession(SandboxSession):
 
     async def launch(self) -> None:
         connection = await asyncio.to_thread(self._write_connection)
-        self._proc = await asyncio.to_thread(self._provider.spawn, self)
+        spawning = asyncio.ensure_future(asyncio.to_thread(self._provider.spawn, self))
+        try:
+            self._proc = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # The process starts anyway: keep it so that close() kills and reaps it.
+            self._proc = await spawning
+            raise
         assert self._provider.zmq_context is not None
         self._channel = KernelChannel(connection, self._provider.zmq_context)
         try:
@@ -198,7 +204,10 @@ class LocalSession(SandboxSession):
             return set()
         parents: dict[int, int] = {}
         for pid in self.cgroup.pids():
-            with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            with (
+                contextlib.suppress(OSError, ValueError, IndexError),
+                open(f"/proc/{pid}/stat", encoding="ascii") as fh,
+            ):
                 # The command name may contain spaces: the fields we want follow its ")".
                 parents[pid] = int(fh.read().rsplit(")", 1)[1].split()[1])
         outer = self._proc.pid
@@ -222,19 +231,31 @@ class LocalSession(SandboxSession):
 
     # -- work ---------------------------------------------------------------------------
 
-    async def execute(self, code: str, *, timeout: float, on_output: OutputCallback | None = None) -> ExecutionResult:
+    async def execute(
+        self, code: str, *, timeout: float, on_output: OutputCallback | None = None
+    ) -> ExecutionResult:
         if self._closed:
             return ExecutionResult("restarted", note="the session was closed")
         notes: list[str] = []
         if not self.alive() or self._channel is None:
             await self.restart()
-            notes.append("the Python process had stopped and was restarted before this call (variables were lost)")
+            notes.append(
+                "the Python process had stopped and was restarted before this call (variables were lost)"
+            )
         assert self._channel is not None and self.cgroup is not None
+        if not await self._channel.settle(self._settings.interrupt_grace_s):
+            await self.restart()
+            notes.append("the previous, cancelled call did not stop; " + _RESTARTED)
+            assert self._channel is not None
         oom_before = self.cgroup.oom_kills()
         pids_before = self.cgroup.pids_limit_hits()
         try:
             result, must_restart = await self._channel.execute(
-                code, timeout=timeout, grace=self._settings.interrupt_grace_s, alive=self.alive, on_output=on_output
+                code,
+                timeout=timeout,
+                grace=self._settings.interrupt_grace_s,
+                alive=self.alive,
+                on_output=on_output,
             )
         except zmq.ZMQError:
             if not self._closed:
@@ -245,9 +266,13 @@ class LocalSession(SandboxSession):
         if result.note:
             notes.append(result.note)
         if self.cgroup.oom_kills() > oom_before:
-            notes.append(f"a process was killed for exceeding the {self._settings.memory_mb} MiB memory limit")
+            notes.append(
+                f"a process was killed for exceeding the {self._settings.memory_mb} MiB memory limit"
+            )
         if self.cgroup.pids_limit_hits() > pids_before:
-            notes.append(f"creating a process failed: the limit of {self._settings.pids_max} processes/threads was reached")
+            notes.append(
+                f"creating a process failed: the limit of {self._settings.pids_max} processes/threads was reached"
+            )
         if must_restart:
             await self.restart()
             notes.append(_RESTARTED)

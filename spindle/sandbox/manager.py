@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -41,8 +42,10 @@ class ThreadSession:
     last_used: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     executions: int = 0
-    # file id -> path under /mnt/data, for files copied in (so each is copied once)
-    input_files: dict[str, str] = field(default_factory=dict)
+    # file id -> (path under /mnt/data, original filename), for files copied in (once each)
+    input_files: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # path under /mnt/data -> id of the File made from it, for files the code wrote
+    output_files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,7 +74,8 @@ class SessionManager:
         self.unavailable_reason: str | None = None
         self._threads: dict[str, ThreadSession] = {}
         self._ended: OrderedDict[str, bool] = OrderedDict()
-        self._key_locks: dict[str, asyncio.Lock] = {}
+        # Weak: a key's lock lives while someone holds or waits for it, not for every thread ever seen.
+        self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._pool: list[SandboxSession] = []
         self._starting = 0
         self._need_fill = asyncio.Event()
@@ -90,7 +94,9 @@ class SessionManager:
             return
         self._started = True
         if not self.settings.enabled:
-            self.unavailable_reason = "code execution is disabled on this server (SPINDLE_SANDBOX_ENABLED=false)"
+            self.unavailable_reason = (
+                "code execution is disabled on this server (SPINDLE_SANDBOX_ENABLED=false)"
+            )
             return
         self._startup = asyncio.create_task(self._start_provider())
 
@@ -148,7 +154,9 @@ class SessionManager:
 
     async def _acquire_locked(self, key: str) -> Lease:
         await self.ready()
-        lock = self._key_locks.setdefault(key, asyncio.Lock())
+        lock = self._key_locks.get(key)
+        if lock is None:
+            lock = self._key_locks[key] = asyncio.Lock()
         async with lock:
             reset = False
             while True:
@@ -179,7 +187,6 @@ class SessionManager:
     async def release(self, key: str) -> None:
         """Close the session of ``key`` now (thread deleted). Idempotent."""
         self._ended.pop(key, None)
-        self._key_locks.pop(key, None)
         ts = self._threads.pop(key, None)
         if ts is not None:
             await ts.session.close()
@@ -258,12 +265,17 @@ class SessionManager:
             await self._need_fill.wait()
             self._need_fill.clear()
             # One start at a time: a burst of kernel starts would starve running sessions.
-            while len(self._pool) + self._starting < self.settings.pool_size and self._total() < self.settings.max_sessions:
+            while (
+                len(self._pool) + self._starting < self.settings.pool_size
+                and self._total() < self.settings.max_sessions
+            ):
                 self._starting += 1
                 try:
                     session = await self.provider.create_session()
                 except SandboxError as exc:
-                    log.warning("sandbox pool: could not start a session (%s); retrying in %.0f s", exc, backoff)
+                    log.warning(
+                        "sandbox pool: could not start a session (%s); retrying in %.0f s", exc, backoff
+                    )
                     await asyncio.sleep(backoff)
                     backoff = min(60.0, backoff * 2)
                     continue

@@ -81,7 +81,9 @@ class SandboxSession(abc.ABC):
     id: str
 
     @abc.abstractmethod
-    async def execute(self, code: str, *, timeout: float, on_output: OutputCallback | None = None) -> ExecutionResult:
+    async def execute(
+        self, code: str, *, timeout: float, on_output: OutputCallback | None = None
+    ) -> ExecutionResult:
         """Run ``code`` as a notebook cell; stream each output to ``on_output`` as it arrives.
 
         Called by the manager's lease holder, one call at a time per session. On timeout the

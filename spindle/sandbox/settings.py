@@ -18,50 +18,80 @@ class SandboxSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SPINDLE_SANDBOX_", extra="ignore")
 
-    enabled: bool = Field(default=True, description="Run code at all. When false, code_interpreter runs fail with a clear error.")
-    provider: Literal["bubblewrap"] = Field(
-        default="bubblewrap", description="Sandbox provider. `bubblewrap`: local namespaces + cgroups (needs root)."
+    enabled: bool = Field(
+        default=True,
+        description="Run code at all. When false, code_interpreter runs fail with a clear error.",
     )
-    bwrap_path: str = Field(default="bwrap", description="The bubblewrap executable (name on PATH or absolute path).")
+    provider: Literal["bubblewrap"] = Field(
+        default="bubblewrap",
+        description="Sandbox provider. `bubblewrap`: local namespaces + cgroups (needs root).",
+    )
+    bwrap_path: str = Field(
+        default="bwrap", description="The bubblewrap executable (name on PATH or absolute path)."
+    )
     python: Path = Field(
         default=Path("/opt/spindle-sandbox/venv/bin/python"),
         description="Python interpreter run inside the sandbox (a venv with ipykernel and the data stack; "
         "`scripts/setup_sandbox.sh` creates it). Its venv and base installation are mounted read-only.",
     )
     extra_ro_binds: str = Field(
-        default="", description="Comma-separated extra host paths mounted read-only at the same path inside the sandbox."
+        default="",
+        description="Comma-separated extra host paths mounted read-only at the same path inside the sandbox.",
     )
     work_dir: Path = Field(
         default=Path("/run/spindle-sandbox"),
         description="Host directory holding one size-limited tmpfs per session (its /mnt/data, /tmp and kernel sockets).",
     )
     cgroup_parent: str = Field(
-        default="spindle-sandbox", description="cgroup (v1) under each controller's root in which session cgroups are made."
+        default="spindle-sandbox",
+        description="cgroup (v1) under each controller's root in which session cgroups are made.",
     )
     uid_base: int = Field(
         default=2_100_000_000,
         description="First host uid of the range used for sessions (one uid per session slot; no passwd entry needed).",
     )
-    max_sessions: int = Field(default=32, description="Sessions alive at once in this process (pool included).")
-    pool_size: int = Field(default=2, description="Pre-started idle sessions kept ready for new threads (0 disables the pool).")
-    session_lifetime_s: int = Field(default=3600, description="A thread's session ends this long after it was assigned.")
-    idle_timeout_s: int = Field(default=1200, description="A thread's session ends after this long without a call.")
-    memory_mb: int = Field(default=2048, description="Memory per session (cgroup limit and per-process data limit), MiB.")
-    total_memory_mb: int = Field(default=0, description="Memory for all sessions together (parent cgroup), MiB; 0 = no limit.")
+    max_sessions: int = Field(
+        default=32, description="Sessions alive at once in this process (pool included)."
+    )
+    pool_size: int = Field(
+        default=2, description="Pre-started idle sessions kept ready for new threads (0 disables the pool)."
+    )
+    session_lifetime_s: int = Field(
+        default=3600, description="A thread's session ends this long after it was assigned."
+    )
+    idle_timeout_s: int = Field(
+        default=1200, description="A thread's session ends after this long without a call."
+    )
+    memory_mb: int = Field(
+        default=2048, description="Memory per session (cgroup limit and per-process data limit), MiB."
+    )
+    total_memory_mb: int = Field(
+        default=0, description="Memory for all sessions together (parent cgroup), MiB; 0 = no limit."
+    )
     pids_max: int = Field(default=256, description="Processes and threads per session.")
     cpus: float = Field(default=1.0, description="CPU time per session, in cores (CFS quota).")
-    disk_mb: int = Field(default=1024, description="Size of the session's tmpfs, shared by /mnt/data and /tmp, MiB.")
-    call_timeout_s: float = Field(default=120.0, description="Wall time one call may run before it is interrupted.")
-    interrupt_grace_s: float = Field(
-        default=5.0, description="After an interrupt, how long to wait before the session is killed and restarted."
+    disk_mb: int = Field(
+        default=1024, description="Size of the session's tmpfs, shared by /mnt/data and /tmp, MiB."
     )
-    start_timeout_s: float = Field(default=60.0, description="Time allowed for a session to start and preload modules.")
+    call_timeout_s: float = Field(
+        default=120.0, description="Wall time one call may run before it is interrupted."
+    )
+    interrupt_grace_s: float = Field(
+        default=5.0,
+        description="After an interrupt, how long to wait before the session is killed and restarted.",
+    )
+    start_timeout_s: float = Field(
+        default=60.0, description="Time allowed for a session to start and preload modules."
+    )
     preload: str = Field(
         default="numpy,pandas,matplotlib.pyplot",
         description="Comma-separated modules imported when a session starts, so the first call does not pay for them.",
     )
     max_output_chars: int = Field(
-        default=20000, description="Longest tool output returned to the model; longer output is truncated with a note."
+        default=20000,
+        description="Longest tool output returned to the model; longer output is truncated with a note.",
     )
-    max_output_files: int = Field(default=20, description="Files written to /mnt/data that one call may turn into Files.")
+    max_output_files: int = Field(
+        default=20, description="Files written to /mnt/data that one call may turn into Files."
+    )
     max_output_file_mb: int = Field(default=64, description="Largest /mnt/data file turned into a File, MiB.")

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from spindle.app import create_app
+from spindle.sandbox.settings import SandboxSettings
 from spindle.settings import ServerSettings, Settings
 from tests.upstream.server import UpstreamHandle, start_in_thread
 
@@ -39,10 +40,11 @@ def make_app(tmp_path: Path, upstream: UpstreamHandle) -> Iterator[AppFactory]:
     """Start the app with settings overrides; every app started is closed at the end."""
     opened: list[TestClient] = []
 
-    def factory(**overrides: Any) -> TestClient:
+    def factory(*, sandbox: SandboxSettings | None = None, **overrides: Any) -> TestClient:
         values: dict[str, Any] = {"data_dir": tmp_path / "data", "llm_base_url": upstream.base_url}
         values.update(overrides)
-        settings = Settings(server=ServerSettings(**values))
+        # The core tests need no sandbox; starting its kernel pool would only burn CPU.
+        settings = Settings(server=ServerSettings(**values), sandbox=sandbox or SandboxSettings(enabled=False))
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)

@@ -33,7 +33,7 @@ def partial_code(arguments: str) -> str | None:
     start = _START.search(arguments)
     if start is None:
         return None
-    raw = arguments[start.end():]
+    raw = arguments[start.end() :]
     body = raw[: _BODY.match(raw).end()]  # type: ignore[union-attr]  # always matches
     partial = _PARTIAL_UNICODE.search(body)
     if partial is not None and _starts_escape(body, partial.start()):
@@ -71,5 +71,7 @@ def parse_code(arguments: str) -> str:
         ) from exc
     code = value.get("code") if isinstance(value, dict) else None
     if not isinstance(code, str):
-        raise BadArguments('The python tool takes {"code": "<python source>"}; "code" was missing or not a string.')
+        raise BadArguments(
+            'The python tool takes {"code": "<python source>"}; "code" was missing or not a string.'
+        )
     return code

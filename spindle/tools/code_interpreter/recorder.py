@@ -13,45 +13,56 @@ from typing import Any
 
 from spindle.sandbox import ImageOutput, Output
 from spindle.tools.base import RunContext, ToolCallSink
-from spindle.tools.code_interpreter.render import head_size, output_text, truncate
+from spindle.tools.code_interpreter.render import head_size, output_text
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg"}
 
 
 class CallRecorder:
-    def __init__(self, ctx: RunContext, call_id: str, sink: ToolCallSink, max_chars: int) -> None:
+    """Holds at most ``max_chars`` of logs (the head and a rolling tail), whatever the code prints."""
+
+    def __init__(
+        self, ctx: RunContext, call_id: str, sink: ToolCallSink, max_chars: int, max_images: int
+    ) -> None:
         self._ctx = ctx
         self._call_id = call_id
         self._sink = sink
-        self._max_chars = max_chars
-        self._logs: list[str] = []
-        self._logs_len = 0
-        self._streamed = 0  # characters of logs already sent (only the head is streamed)
+        self._head_limit = head_size(max_chars)
+        self._tail_limit = max_chars - self._head_limit
+        self._head = ""
+        self._tail = ""
+        self._total = 0  # characters of logs seen
         self._logs_index: int | None = None
         self._slots: list[dict[str, Any]] = []  # step outputs in index order; logs filled at the end
+        self._max_images = max_images
         self.image_file_ids: list[str] = []
+        self.images_dropped = 0
 
     async def on_output(self, output: Output) -> None:
         if isinstance(output, ImageOutput):
-            await self._add_image(output)
+            if len(self.image_file_ids) < self._max_images:
+                await self._add_image(output)
+            else:
+                self.images_dropped += 1
             return
         text = output_text(output)
         if text:
             await self.add_text(text)
 
     async def add_text(self, text: str) -> None:
-        self._logs.append(text)
-        self._logs_len += len(text)
+        self._total += len(text)
         if self._logs_index is None:
             self._logs_index = len(self._slots)
             self._slots.append({"type": "logs", "logs": ""})
-        # Stream only what is sure to survive truncation (the head), so the client's
-        # accumulated logs are always a prefix of the final ones.
-        budget = head_size(self._max_chars) - self._streamed
-        chunk = text[: max(0, budget)]
+        # Only the head is streamed: it is sure to survive truncation, so what a client
+        # accumulates is always a prefix of the final logs.
+        chunk = text[: max(0, self._head_limit - len(self._head))]
         if chunk:
-            self._streamed += len(chunk)
+            self._head += chunk
             await self._emit({"index": self._logs_index, "type": "logs", "logs": chunk})
+        rest = text[len(chunk) :]
+        if rest:
+            self._tail = (self._tail + rest)[-self._tail_limit :] if self._tail_limit else ""
 
     async def _add_image(self, image: ImageOutput) -> None:
         n = len(self.image_file_ids) + 1
@@ -71,8 +82,11 @@ class CallRecorder:
 
     @property
     def logs(self) -> str:
-        """The full logs, truncated in the middle when too long."""
-        return truncate("".join(self._logs), self._max_chars)
+        """The logs, cut in the middle with a note when longer than ``max_chars``."""
+        dropped = self._total - len(self._head) - len(self._tail)
+        if dropped <= 0:
+            return self._head + self._tail
+        return f"{self._head}\n[... {dropped} characters truncated ...]\n{self._tail}"
 
     def step_outputs(self) -> list[dict[str, Any]]:
         outputs = [dict(slot) for slot in self._slots]

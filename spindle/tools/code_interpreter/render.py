@@ -1,9 +1,9 @@
 """Turn a call's outputs into text: the step's ``logs`` and the tool message for the model.
 
 Tracebacks arrive with ANSI colour codes (IPython colours them); both the step and the model
-get plain text. Long output is cut in the middle (the start shows what happened, the end
-shows how it finished) with a note saying how much was dropped, so one ``print(df)`` of a
-large frame cannot flood the model's context.
+get plain text. Long output is cut in the middle by the recorder (the start shows what
+happened, the end shows how it finished) with a note saying how much was dropped, so one
+``print(df)`` of a large frame cannot flood the model's context.
 """
 
 from __future__ import annotations
@@ -33,17 +33,9 @@ def output_text(output: Output) -> str:
 
 
 def head_size(limit: int) -> int:
-    """How much of the beginning ``truncate`` keeps (the part streamed live)."""
+    """How much of the beginning of long logs is kept (the part streamed live); the rest of
+    ``limit`` goes to the end."""
     return int(limit * 0.6)
-
-
-def truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    head = head_size(limit)
-    tail = limit - head
-    dropped = len(text) - head - tail
-    return f"{text[:head]}\n[... {dropped} characters truncated ...]\n{text[len(text) - tail:]}"
 
 
 def model_output(
@@ -64,7 +56,9 @@ def model_output(
         listing = ", ".join(f"sandbox:/mnt/data/{p}" for p in written)
         parts.append(f"[files saved, link them in your answer as {listing}]")
     if skipped:
-        parts.append(f"[not exported (too large or too many): {', '.join('/mnt/data/' + p for p in skipped)}]")
+        parts.append(
+            f"[not exported (too large or too many): {', '.join('/mnt/data/' + p for p in skipped)}]"
+        )
     for note in notes:
         parts.append(f"[{note}]")
     if not parts:

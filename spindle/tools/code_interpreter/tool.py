@@ -12,7 +12,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from spindle.sandbox import SandboxCapacityError, SandboxFile, SandboxUnavailable, SessionFailed, SessionManager
+from spindle.errors import NotFoundError
+from spindle.sandbox import (
+    SandboxCapacityError,
+    SandboxFile,
+    SandboxUnavailable,
+    SessionFailed,
+    SessionManager,
+)
 from spindle.sandbox.manager import Lease
 from spindle.sandbox.settings import SandboxSettings
 from spindle.tools.base import BuiltinTool, RunContext, ToolCall, ToolCallSink, ToolResult, ToolUnavailable
@@ -68,10 +75,6 @@ class CodeInterpreterTool(BuiltinTool):
         self.runtime = runtime
         self.manager = manager
         self.settings = settings
-        # Files the code saved, per thread: path under /mnt/data -> file id (for annotations).
-        self._outputs: dict[str, dict[str, str]] = {}
-        # Original filename of each copied-in file id (for the instructions).
-        self._input_names: dict[str, str] = {}
 
     @staticmethod
     def _key(project: str, thread_id: str) -> str:
@@ -102,7 +105,9 @@ class CodeInterpreterTool(BuiltinTool):
     def initial_step_tool_call(self, function_name: str) -> dict[str, Any]:
         return {"type": "code_interpreter", "code_interpreter": {"input": "", "outputs": []}}
 
-    def input_delta(self, function_name: str, arguments_so_far: str, already_sent: int) -> tuple[dict[str, Any] | None, int]:
+    def input_delta(
+        self, function_name: str, arguments_so_far: str, already_sent: int
+    ) -> tuple[dict[str, Any] | None, int]:
         code = partial_code(arguments_so_far)
         if code is None or len(code) <= already_sent:
             return None, already_sent
@@ -131,14 +136,13 @@ class CodeInterpreterTool(BuiltinTool):
             try:
                 meta = await self.runtime.files.get(ctx.project, file_id)
                 data = await self.runtime.files.read(ctx.project, file_id)
-            except Exception as exc:  # a deleted or foreign file: skip it, the run goes on
+            except (NotFoundError, FileNotFoundError) as exc:  # deleted since: skip it, the run goes on
                 log.warning("code_interpreter: file %s not copied: %s", file_id, exc)
                 state["unreadable"].add(file_id)
                 continue
             name = str(meta.get("filename") or file_id)
-            copied[file_id] = await lease.session.put_file(name, data)
-            self._input_names[file_id] = name
-        state["files"] = [(path, self._input_names.get(fid, path)) for fid, path in copied.items()]
+            copied[file_id] = (await lease.session.put_file(name, data), name)
+        state["files"] = list(copied.values())
 
     async def call(self, ctx: RunContext, call: ToolCall, sink: ToolCallSink) -> ToolResult:
         try:
@@ -159,28 +163,40 @@ class CodeInterpreterTool(BuiltinTool):
                 code, [], f"[error: the Python session failed ({exc}); the next call will start a new one]"
             )
 
-    async def _run(self, ctx: RunContext, call: ToolCall, sink: ToolCallSink, lease: Lease, code: str) -> ToolResult:
-        notes = [_RESET_NOTE] if lease.reset else []
+    async def _run(
+        self, ctx: RunContext, call: ToolCall, sink: ToolCallSink, lease: Lease, code: str
+    ) -> ToolResult:
         await self._sync_inputs(ctx, lease)
         before = {f.path: f for f in await lease.session.list_files()}
-        recorder = CallRecorder(ctx, call.id, sink, self.settings.max_output_chars)
+        recorder = CallRecorder(
+            ctx, call.id, sink, self.settings.max_output_chars, self.settings.max_output_files
+        )
         result = await lease.execute(code, timeout=self.settings.call_timeout_s, on_output=recorder.on_output)
-        if result.note:
-            notes.append(result.note)
+        if result.note:  # a tripped limit or a restart: shown in the step's logs too
             await recorder.add_text(f"\n[{result.note}]\n")
         changed = [f for f in await lease.session.list_files() if before.get(f.path) != f]
         written, skipped = await self._export(ctx, lease, changed)
-        output = model_output(recorder.logs, images=len(recorder.image_file_ids), written=written, skipped=skipped, notes=[])
+        notes = [_RESET_NOTE] if lease.reset else []
+        if recorder.images_dropped:
+            notes.append(f"{recorder.images_dropped} more images were not saved (limit per call)")
+        output = model_output(
+            recorder.logs, images=len(recorder.image_file_ids), written=written, skipped=skipped, notes=notes
+        )
         images = [{"type": "image_file", "image_file": {"file_id": fid}} for fid in recorder.image_file_ids]
         return ToolResult(
             output=output,
-            step_tool_call={"type": "code_interpreter", "code_interpreter": {"input": code, "outputs": recorder.step_outputs()}},
+            step_tool_call={
+                "type": "code_interpreter",
+                "code_interpreter": {"input": code, "outputs": recorder.step_outputs()},
+            },
             message_content=images,
         )
 
-    async def _export(self, ctx: RunContext, lease: Lease, changed: list[SandboxFile]) -> tuple[list[str], list[str]]:
+    async def _export(
+        self, ctx: RunContext, lease: Lease, changed: list[SandboxFile]
+    ) -> tuple[list[str], list[str]]:
         """Turn files the call wrote into Files; returns (exported paths, skipped paths)."""
-        outputs = self._outputs.setdefault(self._key(ctx.project, ctx.thread_id), {})
+        outputs = lease.thread.output_files
         limit = self.settings.max_output_file_mb * 1024 * 1024
         written: list[str] = []
         skipped: list[str] = []
@@ -210,7 +226,8 @@ class CodeInterpreterTool(BuiltinTool):
     # -- text ---------------------------------------------------------------------------
 
     def annotate(self, ctx: RunContext, text: str) -> list[dict[str, Any]]:
-        return links.annotate(text, self._outputs.get(self._key(ctx.project, ctx.thread_id), {}))
+        ts = self.manager.thread_session(self._key(ctx.project, ctx.thread_id))
+        return links.annotate(text, ts.output_files if ts is not None else {})
 
     def pending_marker(self, text: str) -> int | None:
         return links.pending_marker(text)
@@ -218,9 +235,7 @@ class CodeInterpreterTool(BuiltinTool):
     # -- lifecycle ----------------------------------------------------------------------
 
     async def on_thread_deleted(self, project: str, thread_id: str) -> None:
-        key = self._key(project, thread_id)
-        self._outputs.pop(key, None)
-        await self.manager.release(key)
+        await self.manager.release(self._key(project, thread_id))
 
     async def start(self) -> None:
         await self.manager.start()

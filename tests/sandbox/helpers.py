@@ -1,0 +1,88 @@
+"""Helpers shared by the sandbox tests (imported by conftest and the test modules)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from spindle.sandbox import SandboxSettings, SessionManager
+
+T = TypeVar("T")
+
+# Set before the sandbox starts: no sandbox process may ever see it.
+FAKE_SECRET = "spindle-fake-secret-" + secrets.token_hex(8)
+os.environ["SPINDLE_TEST_FAKE_SECRET"] = FAKE_SECRET
+
+MEMORY_MB = 1024
+PIDS_MAX = 64
+DISK_MB = 48
+
+
+class LoopThread:
+    """An asyncio loop on its own thread, so sync tests can share async fixtures."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="sandbox-test-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+def sandbox_settings(**overrides: Any) -> SandboxSettings:
+    # A per-run cgroup parent and uid range keep parallel test runs and servers apart.
+    values: dict[str, Any] = {
+        "work_dir": Path("/run/spindle-test"),
+        "cgroup_parent": "spindle-test",
+        "uid_base": 2_000_000_000,
+        "pool_size": 1,
+        "max_sessions": 10,
+        "memory_mb": MEMORY_MB,
+        "pids_max": PIDS_MAX,
+        "disk_mb": DISK_MB,
+        "call_timeout_s": 30,
+        "interrupt_grace_s": 2,
+        "idle_timeout_s": 600,
+    }
+    values.update(overrides)
+    return SandboxSettings(**values)
+
+
+class Runner:
+    """Run code in the session of a key: ``runner.py("print(1)")``."""
+
+    def __init__(self, loop: LoopThread, manager: SessionManager, key: str) -> None:
+        self.loop = loop
+        self.manager = manager
+        self.key = key
+
+    def py(self, code: str, timeout: float = 30) -> Any:
+        async def go() -> Any:
+            async with self.manager.lease(self.key) as lease:
+                return await lease.execute(code, timeout=timeout)
+
+        return self.loop.run(go(), timeout=timeout + 60)
+
+    def text(self, code: str, timeout: float = 30) -> str:
+        """stdout + result text; fails the test if the code raised."""
+        result = self.py(code, timeout)
+        assert result.status == "ok", result
+        return "".join(getattr(o, "text", "") for o in result.outputs)
+
+    def release(self) -> None:
+        self.loop.run(self.manager.release(self.key))
+
+
+def assert_bystander_ok(bystander: Runner) -> None:
+    assert bystander.text("print(survivor)").strip() == "45"
