@@ -186,3 +186,41 @@ def test_two_threads_run_in_parallel(openai_client: Any, upstream: harness.Upstr
     elapsed = time.monotonic() - started
     assert set(results.values()) == {"completed"}
     assert elapsed < 2.9, f"sessions did not run in parallel ({elapsed:.1f}s; one after the other takes over 3 s)"
+
+
+@pytest.mark.min_sdk(1, 21)
+def test_hostile_code_through_the_server(start_server: Any, upstream: harness.Upstream) -> None:
+    """The model's code attacks the host through a real run; every attack fails inside the
+    sandbox, the model gets a readable error, and the server and other threads carry on.
+    (Sentinels are built at run time so a traceback quoting the source cannot match them.)"""
+    server = start_server(env={"SPINDLE_SANDBOX_CALL_TIMEOUT_S": "3", "SPINDLE_SANDBOX_MEMORY_MB": "512",
+                               "SPINDLE_SANDBOX_POOL_SIZE": "1", "SPINDLE_API_KEYS": "k-secret-123"})
+    client = harness.make_client("openai", server.base_url, api_key="k-secret-123")
+    port = server.port
+    attacks = {
+        "attack network": f"import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))\nprint('CONN' + 'ECTED')",
+        "attack files": f"print(open({str(server.data_dir / 'spindle.db')!r}, 'rb').read(16))",
+        "attack secrets": "import os\nprint({k: v for k, v in os.environ.items() if 'SPINDLE' in k or 'k-secret' in v})\n"
+                          "print(open('/proc/1/environ', 'rb').read())",
+        "attack memory": "x = bytearray(4 * 1024**3)\nprint('ALLOC' + 'ATED')",
+        "attack forks": "import os\nfor _ in range(100000):\n    os.fork()",
+        "attack loop": "while True:\n    pass",
+    }
+    assistant = client.beta.assistants.create(model="m", tools=[{"type": "code_interpreter"}])
+    for prompt, code in attacks.items():
+        upstream.script(prompt, [code_call(code), {"content": "Tried: {{last_tool}}"}])
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": prompt}])
+        run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+        assert run.status == "completed", (prompt, run.last_error)
+        (call,) = ci_calls(client, thread.id, run.id)
+        logs = " ".join(o.logs for o in call.code_interpreter.outputs if o.type == "logs")
+        assert "CONNECTED" not in logs and "ALLOCATED" not in logs and "SQLite format" not in logs, (prompt, logs)
+        assert "k-secret-123" not in logs, (prompt, logs)
+        assert logs.strip(), f"{prompt}: the model got no error to read"
+        # After each attack the server still answers and a fresh thread still computes.
+        upstream.script(f"sanity after {prompt}", [code_call("print(6 * 7)"), {"content": "{{last_tool}}"}])
+        other = client.beta.threads.create(messages=[{"role": "user", "content": f"sanity after {prompt}"}])
+        check = client.beta.threads.runs.create_and_poll(thread_id=other.id, assistant_id=assistant.id)
+        assert check.status == "completed", (prompt, check.last_error)
+        assert "42" in client.beta.threads.messages.list(thread_id=other.id).data[0].content[0].text.value
+    client.close()
