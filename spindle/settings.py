@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spindle.retrieval.settings import RetrievalSettings
 from spindle.sandbox.settings import SandboxSettings
 
 
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
 
     @property
     def data_dir(self) -> Path:
@@ -86,4 +88,4 @@ def all_setting_env_names() -> list[str]:
 
 
 def _sections() -> list[type[BaseSettings]]:
-    return [ServerSettings, SandboxSettings]
+    return [ServerSettings, SandboxSettings, RetrievalSettings]

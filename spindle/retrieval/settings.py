@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,9 +20,10 @@ def default_vocab_dir() -> Path:
     return Path(sys.prefix) / "share" / "spindle"
 
 
-def _emb(name: str) -> AliasChoices:
-    # Accept both the documented SPINDLE_EMBEDDINGS_* name and the python field name.
-    return AliasChoices(f"SPINDLE_EMBEDDINGS_{name.upper()}", f"embeddings_{name}")
+def _emb(name: str) -> str:
+    # A plain-string alias: read from SPINDLE_EMBEDDINGS_* (spindle.settings.env_name follows
+    # string aliases); populate_by_name keeps ``RetrievalSettings(embeddings_model=...)`` working.
+    return f"SPINDLE_EMBEDDINGS_{name.upper()}"
 
 
 class RetrievalSettings(BaseSettings):
@@ -45,27 +46,23 @@ class RetrievalSettings(BaseSettings):
         256, description="Word pieces per embedding window (the model's limit, CLS/SEP included)."
     )
     embed_batch_tokens: int = Field(
-        8192, description="Word pieces per forward pass; windows are sorted by length and packed up to this."
+        4096, description="Word pieces per forward pass; windows are sorted by length and packed up to this."
     )
-    parse_workers: int = Field(2, description="Threads that parse and chunk files.")
     parse_timeout_s: float = Field(120.0, description="Time limit for external converters (antiword/catdoc).")
     ingest_concurrency: int = Field(
         16, description="Files ingested at once; small files wait mostly on keyword commits, so more than cores."
     )
     keyword_candidates: int = Field(60, description="BM25 hits fetched per query before fusion.")
     semantic_candidates: int = Field(60, description="Vector hits fetched per query before fusion.")
-    rrf_k: float = Field(60.0, description="Reciprocal rank fusion constant k in w/(k + rank).")
-    keyword_weight: float = Field(0.5, description="Weight of the BM25 ranking in the fusion.")
+    rrf_k: float = Field(10.0, description="Reciprocal rank fusion constant k in w/(k + rank).")
+    keyword_weight: float = Field(0.5, description="Weight of the BM25 ranking in the fusion (the vector ranking has 1).")
     semantic_weight: float = Field(1.0, description="Weight of the vector ranking in the fusion.")
-    default_ranker: Literal["score_blend", "none"] = Field(
-        "score_blend", description="Ranker used for `auto`/`default-*`: `score_blend` rescoring or `none` (RRF order)."
+    default_ranker: Literal["feedback", "none"] = Field(
+        "feedback",
+        description="Ranker behind `auto`/`default-*`: `feedback` (hybrid pseudo-relevance feedback) or `none` (RRF order).",
     )
-    rerank_pool: int = Field(
-        0, description="Fused candidates the ranker rescores per search; 0 = all of them (~120 per query)."
-    )
-    blend_alpha: float = Field(
-        0.7, description="`score_blend`: weight of the cosine similarity (the rest is normalised BM25)."
-    )
+    feedback_docs: int = Field(3, description="`feedback`: top fused chunks whose vectors expand the query.")
+    feedback_weight: float = Field(0.2, description="`feedback`: weight of their mean vector added to the query vector.")
     ivf_threshold: int = Field(
         100_000, description="Chunks in a store above which vectors move from an exact index to IVF-int8."
     )
@@ -73,30 +70,37 @@ class RetrievalSettings(BaseSettings):
     snapshot_min_delta: int = Field(
         20_000, description="Vector changes since the last on-disk snapshot before a new one is written."
     )
+    rewrite_model: str = Field(
+        "", description="Model that rewrites `/search` queries when `rewrite_query` is true; empty = no rewriting there."
+    )
+    tool_rewrite: bool = Field(
+        True, description="file_search tool: let the run's model rewrite/split its queries before searching."
+    )
+    thread_wait_s: float = Field(60.0, description="How long a run waits for its thread store's files in progress.")
     max_file_tokens: int = Field(5_000_000, description="Largest file accepted, in o200k_base tokens.")
     embeddings_base_url: str = Field(
         "",
         validation_alias=_emb("base_url"),
-        description="`SPINDLE_EMBEDDINGS_BASE_URL`: an OpenAI-compatible API (`.../v1`) whose `/embeddings` replaces the local model.",
+        description="An OpenAI-compatible API (`.../v1`) whose `/embeddings` replaces the local model.",
     )
     embeddings_api_key: str = Field(
-        "", validation_alias=_emb("api_key"), description="`SPINDLE_EMBEDDINGS_API_KEY`: Bearer key for it."
+        "", validation_alias=_emb("api_key"), description="Bearer key for that API."
     )
     embeddings_model: str = Field(
         "text-embedding-3-large",
         validation_alias=_emb("model"),
-        description="`SPINDLE_EMBEDDINGS_MODEL`: model name sent to `/embeddings`.",
+        description="Model name sent to `/embeddings`.",
     )
     embeddings_dimensions: int = Field(
         256,
         validation_alias=_emb("dimensions"),
-        description="`SPINDLE_EMBEDDINGS_DIMENSIONS`: `dimensions` sent to `/embeddings` (0 = omit).",
+        description="`dimensions` sent to `/embeddings` (0 = omit it).",
     )
     embeddings_batch_size: int = Field(
-        64, validation_alias=_emb("batch_size"), description="`SPINDLE_EMBEDDINGS_BATCH_SIZE`: inputs per request."
+        64, validation_alias=_emb("batch_size"), description="Inputs per `/embeddings` request."
     )
     embeddings_timeout_s: float = Field(
-        60.0, validation_alias=_emb("timeout_s"), description="`SPINDLE_EMBEDDINGS_TIMEOUT_S`: request timeout."
+        60.0, validation_alias=_emb("timeout_s"), description="Timeout of one `/embeddings` request, seconds."
     )
 
     def env_names(self) -> list[str]:
@@ -104,8 +108,5 @@ class RetrievalSettings(BaseSettings):
         names = []
         for name, field in type(self).model_fields.items():
             alias = field.validation_alias
-            if isinstance(alias, AliasChoices):
-                names.append(str(alias.choices[0]))
-            else:
-                names.append(f"SPINDLE_RETRIEVAL_{name.upper()}")
+            names.append(alias.upper() if isinstance(alias, str) else f"SPINDLE_RETRIEVAL_{name.upper()}")
         return names

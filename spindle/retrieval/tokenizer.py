@@ -37,15 +37,15 @@ class O200k:
         ranks: dict[bytes, int] = {}
         for line in ranks_path.read_bytes().splitlines():
             if line:
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
+                token, rank_text = line.split()
+                ranks[base64.b64decode(token)] = int(rank_text)
         special = {str(k): int(v) for k, v in meta["special_tokens"].items()}
         self.encoding = tiktoken.Encoding(
             "o200k_base", pat_str=meta["pat_str"], mergeable_ranks=ranks, special_tokens=special
         )
         lengths = np.zeros(self.encoding.n_vocab, dtype=np.int64)
-        for token_bytes, rank in ranks.items():
-            lengths[rank] = len(token_bytes)
+        for token_bytes, token_rank in ranks.items():
+            lengths[token_rank] = len(token_bytes)
         self._byte_lengths = lengths
 
     def encode(self, text: str) -> list[int]:

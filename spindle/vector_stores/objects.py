@@ -11,6 +11,7 @@ updated in the same write as the file whose status changed, so they survive rest
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -50,7 +51,9 @@ def stored_file_id(store_id: str, file_id: str) -> str:
 def new_file(store_id: str, file_id: str, chunking: dict[str, Any], attributes: dict[str, Any] | None,
              batch_id: str | None, created_at: int) -> dict[str, Any]:
     return {
+        # _attempt tells a finishing ingestion whether the file was re-added meanwhile
         "id": stored_file_id(store_id, file_id), "_file_id": file_id, "_batch_id": batch_id,
+        "_attempt": os.urandom(6).hex(),
         "object": "vector_store.file", "usage_bytes": 0, "created_at": created_at,
         "vector_store_id": store_id, "status": "in_progress", "last_error": None,
         "chunking_strategy": chunking, "attributes": attributes or {},
@@ -65,14 +68,12 @@ def new_batch(batch_id: str, store_id: str, created_at: int) -> dict[str, Any]:
 
 
 def refresh_expiry(store: dict[str, Any]) -> None:
-    """Recompute ``expires_at`` from the policy and ``last_active_at``; mark expired stores."""
+    """Recompute ``expires_at`` from the policy and ``last_active_at`` (status is derived on read)."""
     policy = store.get("expires_after")
     if policy:
         store["expires_at"] = int(store.get("last_active_at") or store["created_at"]) + int(policy["days"]) * DAY_S
     else:
         store["expires_at"] = None
-    if is_expired(store):
-        store["status"] = "expired"
 
 
 def is_expired(store: dict[str, Any], at: float | None = None) -> bool:

@@ -33,7 +33,7 @@ class Embedder(abc.ABC):
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         """One unit vector per query."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most embedders hold nothing
         """Release threads or connections."""
 
 

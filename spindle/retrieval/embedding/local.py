@@ -73,7 +73,7 @@ class _Model:
         model.eval()
         use_bf16 = settings.embed_dtype == "bfloat16" or (settings.embed_dtype == "auto" and cpu_has_bf16())
         self.dtype = torch.bfloat16 if use_bf16 else torch.float32
-        self.model = model.to(self.dtype)
+        self.model = model.to(self.dtype)  # type: ignore[arg-type]
         self.window = settings.embed_window_tokens - 2  # room for [CLS] and [SEP]
         self.batch_tokens = settings.embed_batch_tokens
         log.info("embedder loaded from %s (%s, %d threads)", model_dir, self.dtype, threads)

@@ -27,7 +27,13 @@ class RemoteEmbedder(Embedder):
         headers = {"Authorization": f"Bearer {settings.embeddings_api_key}"} if settings.embeddings_api_key else {}
         self._client = httpx.Client(timeout=settings.embeddings_timeout_s, headers=headers)
         self.identity = f"remote:{self._model}:{self._dims or 'native'}"
-        self.dimensions = self._dims or 0  # learnt from the first response when 0
+        self._known_dims = self._dims or 0  # learnt from a response when the model's native size is used
+
+    @property
+    def dimensions(self) -> int:  # type: ignore[override]
+        if not self._known_dims:
+            self._request(["dimension probe"])  # blocking; only ever once, from a worker thread
+        return self._known_dims
 
     def _request(self, texts: list[str]) -> np.ndarray:
         body: dict[str, object] = {"model": self._model, "input": texts, "encoding_format": "float"}
@@ -46,7 +52,7 @@ class RemoteEmbedder(Embedder):
                     matrix = np.asarray([item["embedding"] for item in data], dtype=np.float32)
                     if matrix.shape[0] != len(texts):
                         raise EmbeddingError("embeddings response has the wrong number of vectors")
-                    self.dimensions = matrix.shape[1]
+                    self._known_dims = int(matrix.shape[1])
                     return normalize_rows(matrix)
                 if response.status_code != 429 and response.status_code < 500 or attempt == _RETRIES:
                     raise EmbeddingError(f"embeddings API answered {response.status_code}: {response.text[:200]}")
@@ -56,7 +62,7 @@ class RemoteEmbedder(Embedder):
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         parts = [self._request(texts[i : i + self._batch]) for i in range(0, len(texts), self._batch)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dimensions), np.float32)
+        return np.concatenate(parts) if parts else np.zeros((0, self._known_dims), np.float32)
 
     def embed_chunks(self, text: str, chunks: list[Chunk]) -> np.ndarray:
         return self._embed_texts([chunk.text for chunk in chunks])

@@ -115,24 +115,25 @@ class ChunkStore:
                 raise
         return ids
 
-    def store_vectors(self, file_id: str, ids: list[int], vectors: np.ndarray, usage_bytes: int) -> int:
-        """Persist a file's vectors; returns the vector generation they were written at."""
+    def store_vectors(self, file_id: str, ids: list[int], vectors: np.ndarray, usage_bytes: int) -> list[bool]:
+        """Persist a file's vectors; returns, per chunk, whether its row still existed (a file
+        deleted or replaced meanwhile has lost its rows, and its vectors must go nowhere)."""
         blobs = vectors.astype(np.float16)
         with self._write_lock:
             cur = self._writer
             cur.execute("BEGIN IMMEDIATE")
             try:
                 vgen = self._bump_vgen(cur)
-                cur.executemany(
-                    "UPDATE chunks SET vec=?, vgen=? WHERE id=?",
-                    [(blobs[i].tobytes(), vgen, chunk_id) for i, chunk_id in enumerate(ids)],
-                )
+                present = []
+                for i, chunk_id in enumerate(ids):
+                    done = cur.execute("UPDATE chunks SET vec=?, vgen=? WHERE id=?", (blobs[i].tobytes(), vgen, chunk_id))
+                    present.append(done.rowcount == 1)
                 cur.execute("UPDATE files SET embedded=1, usage_bytes=? WHERE file_id=?", (usage_bytes, file_id))
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-        return vgen
+        return present
 
     @staticmethod
     def _bump_vgen(cur: sqlite3.Connection) -> int:

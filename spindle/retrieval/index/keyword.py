@@ -43,6 +43,7 @@ class KeywordIndex:
         self._ticket = 0
         self._commit_lock = threading.Lock()
         self._committed = 0
+        self._closed = False
         self._writer: tantivy.IndexWriter | None = None
         self._searcher = self._index.searcher()
 
@@ -66,6 +67,8 @@ class KeywordIndex:
         with self._commit_lock:
             if self._committed >= target:
                 return
+            if self._closed:
+                raise RuntimeError("the keyword index is closed")
             with self._pending_lock:
                 ops, self._pending = self._pending, []
                 upto = self._ticket
@@ -86,6 +89,7 @@ class KeywordIndex:
     def close(self) -> None:
         self.commit()
         with self._commit_lock:
+            self._closed = True
             if self._writer is not None:
                 self._writer.wait_merging_threads()
                 self._writer = None
@@ -114,7 +118,9 @@ class KeywordIndex:
         if not hits:
             return []
         ids = searcher.fast_field_values("chunk_id", [address for _, address in hits])
-        return [(int(chunk_id), float(score)) for (score, _), chunk_id in zip(hits, ids, strict=True)]
+        # None only for a segment written without the field, which this schema never has
+        return [(int(chunk_id), float(score)) for (score, _), chunk_id in zip(hits, ids, strict=True)
+                if chunk_id is not None]
 
     def num_docs(self) -> int:
         return int(self._searcher.num_docs)

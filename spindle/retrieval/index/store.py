@@ -63,6 +63,7 @@ class StoreIndex:
         self._files_version = 0
         self._filter_cache: dict[str, tuple[int, list[str]]] = {}
         self._names: dict[str, tuple[str, dict[str, Any]]] | None = None
+        self._closed = False
 
     # -- ingestion -------------------------------------------------------------------------
     def add_chunks(
@@ -79,9 +80,9 @@ class StoreIndex:
         return ids, _committer.submit(self.keyword.commit, ticket)
 
     def add_vectors(self, file_id: str, chunk_ids: list[int], vectors: np.ndarray, usage_bytes: int) -> None:
-        self.chunks.store_vectors(file_id, chunk_ids, vectors, usage_bytes)
-        if self.semantic_ok:
-            self.vectors.add(np.asarray(chunk_ids, dtype=np.int64), vectors)
+        present = np.asarray(self.chunks.store_vectors(file_id, chunk_ids, vectors, usage_bytes), dtype=bool)
+        if self.semantic_ok and present.any():
+            self.vectors.add(np.asarray(chunk_ids, dtype=np.int64)[present], vectors[present])
             self.vectors.maybe_snapshot()
 
     def delete_file(self, file_id: str, commit: bool = True) -> bool:
@@ -162,6 +163,10 @@ class StoreIndex:
         return "".join(parts)
 
     def close(self) -> None:
-        self.vectors.maybe_snapshot(force=self.vectors._changes > 0)
+        """Persist and release; idempotent. The index must not be used afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        self.vectors.maybe_snapshot(force=self.vectors.pending_changes > 0)
         self.keyword.close()
         self.chunks.close()

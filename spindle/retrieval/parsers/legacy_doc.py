@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 from spindle.retrieval.errors import IngestError, invalid
 
@@ -18,7 +19,16 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 def _run(argv: list[str], timeout_s: float) -> tuple[int, str, str]:
-    proc = subprocess.run(argv, capture_output=True, timeout=timeout_s, check=False)
+    for attempt in range(3):
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=timeout_s, check=False)
+            break
+        except OSError as exc:
+            # Spawning can fail transiently under memory pressure (EFAULT/EAGAIN seen on busy
+            # hosts); that is never the file's fault, so retry, then report a server error.
+            if attempt == 2:
+                raise IngestError("server_error", f"Could not run {argv[0]}: {exc}") from None
+            time.sleep(0.2 * (attempt + 1))
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 

@@ -1,0 +1,254 @@
+"""Vector stores, their files and file batches: the behaviour behind ``/v1/vector_stores``.
+
+Also the hooks the rest of Spindle calls (``create_for_thread``, ``add_files``,
+``check_exists``, ``on_file_deleted``) and, through ``StoreSearch``, the search used by the
+endpoint and the file_search tool. Objects live in the metadata store; index files under
+``<data_dir>/vector_stores/<vs_id>/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from spindle.errors import InvalidRequestError, NotFoundError
+from spindle.ids import new_id, now
+from spindle.retrieval.chunker import ChunkingStrategy
+from spindle.retrieval.embedding import get_embedder
+from spindle.retrieval.index.store import StoreIndex
+from spindle.retrieval.settings import RetrievalSettings
+from spindle.runtime import Runtime
+from spindle.store.base import Delete, DeleteChildren, ListQuery, Op, Page, Put
+from spindle.vector_stores import objects as obj_
+from spindle.vector_stores.indexes import IndexRegistry, StoreDropped
+from spindle.vector_stores.ingestion import IngestWorker
+from spindle.vector_stores.ledger import Ledger
+from spindle.vector_stores.requests import chunking
+from spindle.vector_stores.searching import StoreSearch
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[str, Any] | None, ChunkingStrategy]
+
+
+class VectorStoreService:
+    def __init__(self, runtime: Runtime, settings: RetrievalSettings) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.settings = settings
+        self.indexes = IndexRegistry(runtime.settings.data_dir / "vector_stores", settings, get_embedder(settings))
+        self.ledger = Ledger(runtime.store)
+        self.worker = IngestWorker(runtime, self.ledger, self.indexes, settings)
+        self.search = StoreSearch(self)
+
+    async def start(self) -> None:
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        await self.indexes.close()
+
+    async def _index(self, store_id: str) -> StoreIndex:
+        try:
+            return await self.indexes.get(store_id)
+        except StoreDropped:  # deleted while this request ran
+            raise NotFoundError(f"No vector store found with id '{store_id}'.", param="vector_store_id") from None
+
+    # -- stores ----------------------------------------------------------------------------
+    async def get_store(self, project: str, store_id: str, param: str = "vector_store_id") -> dict[str, Any]:
+        vs = await self.store.get("vector_store", store_id, project)
+        if vs is None:
+            raise NotFoundError(f"No vector store found with id '{store_id}'.", param=param)
+        return vs
+
+    async def create_store(self, project: str, *, name: str | None, file_ids: list[str], metadata: dict[str, Any] | None,
+                           expires_after: dict[str, Any] | None, chunking_strategy: Any,
+                           param: str = "file_ids") -> dict[str, Any]:
+        strategy = chunking(chunking_strategy)
+        entries: list[Entry] = [(fid, None, strategy) for fid in dict.fromkeys(file_ids)]
+        await self._check_files(project, entries, param, existing=0)
+        vs = obj_.new_store(new_id("vs_"), name, metadata, expires_after, now())
+        ops: list[Op] = [Put("vector_store", vs, project)]
+        ops += self._add_ops(project, vs, entries, batch=None)
+        await self.store.write(ops)
+        self._enqueue(vs["id"], entries)
+        return vs
+
+    async def modify_store(self, project: str, store_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        async with self.ledger.lock(store_id):
+            vs = await self.get_store(project, store_id)
+            if "name" in changes and changes["name"] is not None:
+                vs["name"] = changes["name"]
+            if changes.get("metadata") is not None:
+                vs["metadata"] = changes["metadata"]
+            if "expires_after" in changes:
+                vs["expires_after"] = changes["expires_after"]
+                obj_.refresh_expiry(vs)
+            await self.store.write([Put("vector_store", vs, project)])
+            return vs
+
+    async def delete_store(self, project: str, store_id: str) -> dict[str, Any]:
+        await self.get_store(project, store_id)
+        await self.store.write([DeleteChildren("vector_store_file", store_id),
+                                DeleteChildren("vector_store_file_batch", store_id), Delete("vector_store", store_id)])
+        await self.indexes.drop(store_id)
+        self.ledger.forget(store_id)
+        return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
+
+    async def list_stores(self, query: ListQuery) -> Page:
+        return await self.store.list(query)
+
+    # -- files -----------------------------------------------------------------------------
+    async def _check_files(self, project: str, entries: list[Entry], param: str, existing: int) -> None:
+        """The files exist, are small enough, and fit in the store (400s naming ``param``)."""
+        new = 0
+        for i, (file_id, _, _) in enumerate(entries):
+            where = f"{param}[{i}]" if param.endswith("s") else param
+            file_obj = await self.store.get("file", file_id, project) if isinstance(file_id, str) else None
+            if file_obj is None:
+                raise InvalidRequestError(f"Invalid file id '{file_id}': no such file.", param=where,
+                                          code="invalid_value")
+            if int(file_obj.get("bytes") or 0) > obj_.MAX_FILE_BYTES:
+                raise InvalidRequestError(
+                    f"File {file_id} is {file_obj['bytes']:,} bytes; files in a vector store can be at most 512 MB.",
+                    param=where, code="file_too_large")
+            new += 1
+        if existing + new > obj_.MAX_FILES_PER_STORE:
+            raise InvalidRequestError(
+                f"A vector store can hold at most {obj_.MAX_FILES_PER_STORE:,} files; it has {existing:,} and "
+                f"{new:,} more were requested.", param=param, code="too_many_files")
+
+    def _add_ops(self, project: str, vs: dict[str, Any], entries: list[Entry], batch: dict[str, Any] | None,
+                 previous: dict[str, dict[str, Any]] | None = None) -> list[Op]:
+        """Ops writing new ``in_progress`` files (replacing earlier copies) and the counts."""
+        ops: list[Op] = []
+        created = now()
+        for file_id, attributes, strategy in entries:
+            old = (previous or {}).get(file_id)
+            if old is not None:
+                obj_.apply_transition(vs["file_counts"], old["status"], None)
+                vs["usage_bytes"] = max(0, int(vs["usage_bytes"]) - int(old.get("usage_bytes") or 0))
+            item = obj_.new_file(vs["id"], file_id, strategy.to_object(), attributes,
+                                 batch["id"] if batch else None, created)
+            obj_.apply_transition(vs["file_counts"], None, "in_progress")
+            if batch is not None:
+                obj_.apply_transition(batch["file_counts"], None, "in_progress")
+            ops.append(Put("vector_store_file", item, project, parent=vs["id"]))
+        if batch is not None:
+            ops.append(Put("vector_store_file_batch", batch, project, parent=vs["id"]))
+        ops.append(Put("vector_store", vs, project))
+        return ops
+
+    def _enqueue(self, store_id: str, entries: list[Entry]) -> None:
+        for file_id, _, _ in entries:
+            self.worker.submit(store_id, obj_.stored_file_id(store_id, file_id))
+
+    async def add_entries(self, project: str, store_id: str, entries: list[Entry], *, param: str,
+                          batch: bool) -> dict[str, Any]:
+        """Attach files (one, or a batch); returns the file or the batch object."""
+        entries = list({e[0]: e for e in entries}.values())  # a file listed twice is added once
+        async with self.ledger.lock(store_id):
+            vs = await self.get_store(project, store_id)
+            if obj_.is_expired(vs):
+                raise InvalidRequestError(f"Vector store {store_id} has expired; create a new one.",
+                                          param="vector_store_id", code="vector_store_expired")
+            previous = {}
+            for file_id, _, _ in entries:
+                old = await self.store.get("vector_store_file", obj_.stored_file_id(store_id, file_id), project)
+                if old is not None:
+                    previous[file_id] = old
+            existing = vs["file_counts"]["total"] - len(previous)
+            await self._check_files(project, entries, param, existing)
+            batch_obj = obj_.new_batch(new_id("vsfb_"), store_id, now()) if batch else None
+            ops = self._add_ops(project, vs, entries, batch_obj, previous)
+            await self.store.write(ops)
+        if previous:  # re-added files are re-ingested from scratch
+            index = await self._index(store_id)
+            await self.indexes.run_io(lambda: [index.delete_file(fid) for fid in previous])
+        self._enqueue(store_id, entries)
+        if batch_obj is not None:
+            return batch_obj
+        return next(op.obj for op in ops if isinstance(op, Put) and op.kind == "vector_store_file")
+
+    async def get_file(self, project: str, store_id: str, file_id: str) -> dict[str, Any]:
+        await self.get_store(project, store_id)
+        item = await self.store.get("vector_store_file", obj_.stored_file_id(store_id, file_id), project)
+        if item is None:
+            raise NotFoundError(f"No file found with id '{file_id}' in vector store '{store_id}'.", param="file_id")
+        return item
+
+    async def update_file(self, project: str, store_id: str, file_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        async with self.ledger.lock(store_id):
+            item = await self.get_file(project, store_id, file_id)
+            item["attributes"] = attributes
+            await self.store.write([Put("vector_store_file", item, project, parent=store_id)])
+        index = await self._index(store_id)
+        await self.indexes.run_io(lambda: index.set_attributes(file_id, attributes))
+        return item
+
+    async def delete_file(self, project: str, store_id: str, file_id: str) -> dict[str, Any]:
+        await self.get_file(project, store_id, file_id)
+        await self.ledger.change(store_id, obj_.stored_file_id(store_id, file_id), status=None)
+        index = await self._index(store_id)
+        await self.indexes.run_io(lambda: index.delete_file(file_id))
+        return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
+
+    async def file_content(self, project: str, store_id: str, file_id: str) -> str:
+        await self.get_file(project, store_id, file_id)
+        index = await self._index(store_id)
+        return await self.indexes.run_io(lambda: index.file_content(file_id))
+
+    # -- batches ---------------------------------------------------------------------------
+    async def get_batch(self, project: str, store_id: str, batch_id: str) -> dict[str, Any]:
+        await self.get_store(project, store_id)
+        batch = await self.store.get("vector_store_file_batch", batch_id, project)
+        if batch is None or batch["vector_store_id"] != store_id:
+            raise NotFoundError(f"No file batch found with id '{batch_id}'.", param="batch_id")
+        return batch
+
+    async def cancel_batch(self, project: str, store_id: str, batch_id: str) -> dict[str, Any]:
+        await self.get_batch(project, store_id, batch_id)
+        pending = await self.store.scan("vector_store_file", {"_batch_id": batch_id, "status": "in_progress"},
+                                        parent=store_id)
+        for item in pending:
+            await self.ledger.change(store_id, item["id"], status="cancelled", expect=("in_progress",))
+        async with self.ledger.lock(store_id):
+            batch = await self.get_batch(project, store_id, batch_id)
+            if pending:  # a batch that had already finished stays completed
+                batch["status"] = "cancelled"
+                await self.store.write([Put("vector_store_file_batch", batch, project, parent=store_id)])
+        return batch
+
+    # -- hooks the rest of Spindle calls ---------------------------------------------------
+    async def create_for_thread(self, project: str, file_ids: list[str], metadata: dict[str, Any] | None = None,
+                                *, chunking_strategy: Any = None, thread_default_expiry: bool = True) -> str:
+        """A store made by the ``vector_stores`` helper or attachments; thread stores expire
+        7 days after their last activity by default."""
+        expiry = {"anchor": "last_active_at", "days": obj_.THREAD_STORE_DAYS} if thread_default_expiry else None
+        vs = await self.create_store(project, name=None, file_ids=list(file_ids), metadata=metadata,
+                                     expires_after=expiry, chunking_strategy=chunking_strategy,
+                                     param="tool_resources.file_search.vector_stores[0].file_ids")
+        return str(vs["id"])
+
+    async def add_files(self, project: str, vector_store_id: str, file_ids: list[str]) -> None:
+        strategy = ChunkingStrategy()
+        await self.add_entries(project, vector_store_id, [(f, None, strategy) for f in file_ids],
+                               param="attachments", batch=False)
+
+    async def check_exists(self, project: str, vector_store_ids: list[str]) -> None:
+        for store_id in vector_store_ids:
+            if await self.store.get("vector_store", store_id, project) is None:
+                raise InvalidRequestError(f"Vector store '{store_id}' not found.",
+                                          param="tool_resources.file_search.vector_store_ids", code="invalid_value")
+
+    async def on_file_deleted(self, project: str, file_id: str) -> None:
+        """Remove a deleted file from every store that holds it."""
+        for item in await self.store.scan("vector_store_file", {"_file_id": file_id}, project=project):
+            store_id = item["vector_store_id"]
+            await self.ledger.change(store_id, item["id"], status=None)
+            try:
+                index = await self.indexes.get(store_id)
+            except StoreDropped:
+                continue
+            await self.indexes.run_io(functools.partial(index.delete_file, file_id))
