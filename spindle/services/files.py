@@ -73,23 +73,20 @@ class FileService:
                                  purpose: str) -> dict[str, Any]:
         file_id = new_id("file-")
         await self.blobs.put_file(file_id, staged)
-        obj = self._object(file_id, filename, size, purpose)
-        try:
-            await self.store.write([Put("file", obj, project)])
-        except BaseException:
-            await self.blobs.delete(file_id)
-            raise
-        return obj
+        return await self._record(project, self._object(file_id, filename, size, purpose))
 
     async def create(self, project: str, *, filename: str, data: bytes, purpose: str) -> dict[str, Any]:
         """Create a file from bytes (used by tools, e.g. Code Interpreter outputs)."""
         file_id = new_id("file-")
         await self.blobs.put_bytes(file_id, data)
-        obj = self._object(file_id, filename, len(data), purpose)
+        return await self._record(project, self._object(file_id, filename, len(data), purpose))
+
+    async def _record(self, project: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Write the object for bytes already stored; without it, the bytes are removed."""
         try:
             await self.store.write([Put("file", obj, project)])
         except BaseException:
-            await self.blobs.delete(file_id)
+            await self.blobs.delete(obj["id"])
             raise
         return obj
 
