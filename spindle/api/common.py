@@ -22,7 +22,7 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def today() -> str:
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    return dt.datetime.now(dt.UTC).date().isoformat()
 
 
 async def request_context(request: Request) -> RequestContext:

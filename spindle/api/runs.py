@@ -7,7 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from spindle.api.common import json_body, list_body, list_page, page_query, request_context, runtime_of, validate
+from spindle.api.common import (
+    json_body,
+    list_body,
+    list_page,
+    page_query,
+    request_context,
+    runtime_of,
+    validate,
+)
 from spindle.api.context import RequestContext
 from spindle.api.shapes import render, render_list
 from spindle.api.streaming import event_stream

@@ -9,7 +9,6 @@ event that reports it. It never keeps state that matters only in memory: when it
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field

@@ -7,7 +7,7 @@ same limits OpenAI documents, so a bad value is a 400 naming the parameter.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -76,7 +76,7 @@ class FunctionTool(Loose):
     function: FunctionDef
 
 
-Tool = Annotated[Union[CodeInterpreterTool, FileSearchTool, FunctionTool], Field(discriminator="type")]
+Tool = Annotated[CodeInterpreterTool | FileSearchTool | FunctionTool, Field(discriminator="type")]
 
 
 def normalize_tools(value: Any) -> Any:
@@ -125,7 +125,7 @@ class ResponseFormatObject(Loose):
         return self
 
 
-ResponseFormat = Union[Literal["auto"], ResponseFormatObject]
+ResponseFormat = Literal["auto"] | ResponseFormatObject
 
 
 class AssistantFields(Loose):

@@ -64,7 +64,9 @@ class MessageService:
         """Validate one message as sent by a client and build the object (not yet stored).
 
         Checks role, content, attachments and v1 ``file_ids``; files must exist."""
-        p = (lambda name: f"{param}.{name}" if param else name)
+        def p(name: str) -> str:
+            return f"{param}.{name}" if param else name
+
         role = raw.get("role")
         if role not in ("user", "assistant"):
             raise InvalidRequestError(f"Invalid value for '{p('role')}': expected 'user' or 'assistant'.",

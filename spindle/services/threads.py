@@ -31,7 +31,9 @@ class ThreadService:
     async def build(self, project: str, raw: dict[str, Any], param: str = "") -> tuple[dict[str, Any], list[Op]]:
         """Validate a thread body and return the thread plus the ops that store it and its
         messages (the caller commits them, possibly with a run, in one transaction)."""
-        p = (lambda name: f"{param}.{name}" if param else name)
+        def p(name: str) -> str:
+            return f"{param}.{name}" if param else name
+
         raw_messages = raw.get("messages") or []
         if not isinstance(raw_messages, list):
             raise InvalidRequestError(f"'{p('messages')}' must be an array.", param=p("messages"), code="invalid_type")

@@ -16,7 +16,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class AppendEvent:
     data: dict[str, Any] | str
 
 
-Op = Union[Put, Delete, DeleteChildren, AppendEvent]
+Op = Put | Delete | DeleteChildren | AppendEvent
 
 
 @dataclass
