@@ -11,6 +11,9 @@ bash scripts/make_sdk_venvs.sh || { echo "SDK venvs failed"; exit 1; }
 
 LOG_DIR="$(mktemp -d)"
 status=0
+# Lint and types first: cheap, and a failure here is a real defect too.
+.venv/bin/ruff check spindle tests bench scripts || status=1
+.venv/bin/mypy spindle || status=1
 .venv/bin/python -m pytest tests/unit tests/upstream $(ls -d tests/sandbox tests/retrieval 2>/dev/null) \
   -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/inprocess.log" || status=1
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

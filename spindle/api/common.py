@@ -127,7 +127,7 @@ def page_query(request: Request, kind: str, project: str, parent: str | None = N
 
 async def list_page(runtime: Runtime, query: ListQuery) -> Page:
     try:
-        return await runtime.store.list(query)
+        return await runtime.store.page(query)
     except CursorNotFound as exc:
         value = query.after if exc.param == "after" else query.before
         raise InvalidRequestError(f"Invalid '{exc.param}': no object with id '{value}' in this list.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -100,7 +101,7 @@ class AzureRoutingMiddleware:
     """Maps ``/openai/[deployments/{d}/]X?api-version=V`` onto ``/v1/X`` and records the
     Azure shape in ``scope["state"]``; errors in the version are answered here."""
 
-    def __init__(self, app: ASGIApp, today: callable) -> None:  # type: ignore[valid-type]
+    def __init__(self, app: ASGIApp, today: Callable[[], str]) -> None:
         self.app = app
         self.today = today
 

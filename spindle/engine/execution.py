@@ -9,6 +9,7 @@ event that reports it. It never keeps state that matters only in memory: when it
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -262,7 +263,8 @@ class Execution:
                                 {"type": "message_creation", "message_creation": {"message_id": message["id"]}})
         turn.message, turn.message_step = message, step
         tools = self._builtins()
-        turn.text = AnnotatedText([lambda text, t=t: t.annotate(self.ctx, text) for t in tools],
+        ctx = self.ctx
+        turn.text = AnnotatedText([functools.partial(t.annotate, ctx) for t in tools],
                                   [t.pending_marker for t in tools])
         ops: list[Op] = [self.put_step(step), event("thread.run.step.created", step),
                          event("thread.run.step.in_progress", step), self.put_message(message),

@@ -100,7 +100,7 @@ class RunEngine:
             if call_id in given:
                 raise InvalidRequestError(f"Duplicate tool output for '{call_id}'.",
                                           param=f"tool_outputs[{i}].tool_call_id", code="invalid_value")
-            given[call_id] = str(item.get("output") or "")
+            given[str(call_id)] = str(item.get("output") or "")
         missing = expected - given.keys()
         if missing:
             raise InvalidRequestError(f"Expected tool outputs for call_ids {sorted(expected)}, got {sorted(given)}.",

@@ -116,7 +116,7 @@ class MetadataStore(abc.ABC):
         """``(project, parent)`` of an object, for internal maintenance (recovery, sweeps)."""
 
     @abc.abstractmethod
-    async def list(self, query: ListQuery) -> Page:
+    async def page(self, query: ListQuery) -> Page:
         """One page in creation order; raises ``CursorNotFound`` for a foreign cursor."""
 
     @abc.abstractmethod

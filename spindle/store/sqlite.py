@@ -180,7 +180,7 @@ class SQLiteStore(MetadataStore):
             elif isinstance(op, AppendEvent):
                 row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (op.run_id,)).fetchone()
                 seq = int(row[0]) + 1
-                data = op.data
+                data = op.data if isinstance(op.data, str) else json.dumps(op.data)  # serialized by write()
                 conn.execute("INSERT INTO events (run_id, seq, event, data) VALUES (?, ?, ?, ?)",
                              (op.run_id, seq, op.event, data))
                 runs.setdefault(op.run_id, []).append(StoredEvent(seq, op.event, data))
@@ -224,7 +224,7 @@ class SQLiteStore(MetadataStore):
 
         return await self._read(q)
 
-    async def list(self, query: ListQuery) -> Page:
+    async def page(self, query: ListQuery) -> Page:
         def q(conn: sqlite3.Connection) -> Page:
             clauses = ["kind = ?", "project = ?"]
             args: list[Any] = [query.kind, query.project]

@@ -97,7 +97,7 @@ class VectorStoreService:
         return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
 
     async def list_stores(self, query: ListQuery) -> Page:
-        return await self.store.list(query)
+        return await self.store.page(query)
 
     # -- files -----------------------------------------------------------------------------
     async def _check_files(self, project: str, entries: list[Entry], param: str, existing: int) -> None:

@@ -28,7 +28,7 @@ def test_pagination_both_orders_and_cursors(tmp_path: Path) -> None:
         await store.put("thing", {"id": "other", "created_at": 1}, "p2")
 
         async def ids(**kw: object) -> tuple[list[str], bool]:
-            page = await store.list(ListQuery(kind="thing", project="p1", **kw))  # type: ignore[arg-type]
+            page = await store.page(ListQuery(kind="thing", project="p1", **kw))  # type: ignore[arg-type]
             return [o["id"] for o in page.items], page.has_more
 
         assert await ids(limit=3) == (["t6", "t5", "t4"], True)
@@ -100,7 +100,7 @@ asyncio.run(main())
     async def check() -> None:
         store = SQLiteStore(tmp_path / "db.sqlite")
         await store.open()
-        page = await store.list(ListQuery(kind="thing", project="p", limit=100))
+        page = await store.page(ListQuery(kind="thing", project="p", limit=100))
         assert len(page.items) == 50
         await store.close()
 
