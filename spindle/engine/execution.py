@@ -23,7 +23,7 @@ from spindle.ids import new_id, now
 from spindle.llm.client import ChatDelta, ChatRequest, Finish, TextDelta, ToolCallDelta, UpstreamError
 from spindle.runtime import Runtime
 from spindle.services.messages import message_object
-from spindle.store.base import Op, Put
+from spindle.store.base import AppendEvent, Op, Put
 from spindle.tools.base import RunContext, ToolCall, ToolUnavailable
 
 log = logging.getLogger(__name__)
@@ -468,6 +468,11 @@ class Execution:
         if stop.incomplete is not None:
             self.run["incomplete_details"] = {"reason": stop.incomplete}
         ops = await self._close_open("failed" if stop.status == "failed" else "cancelled")
+        if stop.status == "failed" and stop.error is not None:
+            # A failure mid-stream is also an `error` event (an ErrorObject, which the SDK
+            # passes to handlers without raising), then the run's own `thread.run.failed`.
+            ops.append(AppendEvent(self.run["id"], "error", {
+                "message": stop.error["message"], "type": "server_error", "param": None, "code": stop.error["code"]}))
         await self.set_status(stop.status, ops, done=True)
 
     async def cancelled(self) -> None:

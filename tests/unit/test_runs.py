@@ -242,6 +242,30 @@ def test_upstream_failure_fails_the_run(client: openai.OpenAI, upstream: Upstrea
     assert run.last_error.code == "server_error" and "GPU on fire" in run.last_error.message
 
 
+def test_failure_mid_stream_is_an_error_event(http: TestClient, client: openai.OpenAI,
+                                              upstream: UpstreamHandle) -> None:
+    upstream.script("break midway", [{"content": "half an ans", "chunk_chars": 4,
+                                      "error": {"status": 500, "message": "backend died", "mid_stream": True}}])
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "break midway"}])
+    response = http.post(f"/v1/threads/{thread.id}/runs", json={"assistant_id": assistant.id, "stream": True})
+    names = [e for e, _ in sse_events(response.text)]
+    assert names[-4:] == ["thread.message.incomplete", "error", "thread.run.failed", "done"], names
+    # The SDK reads past the error event (an ErrorObject, not wrapped) to the failed run.
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", content="break midway again")
+    seen: list[str] = []
+
+    class Handler(openai.AssistantEventHandler):
+        def on_event(self, event: Any) -> None:
+            seen.append(type(event).__name__)
+
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id,
+                                         event_handler=Handler()) as stream:
+        stream.until_done()
+    assert seen[-1] == "ThreadRunFailed", seen  # the error event before it did not raise
+    assert "backend died" in stream.get_final_run().last_error.message
+
+
 def test_no_backend_says_what_to_set(make_app: Any) -> None:
     http = make_app(llm_base_url="")
     client = openai.OpenAI(base_url="http://testserver/v1", api_key="k", http_client=http, max_retries=0)
