@@ -328,3 +328,19 @@ def test_requires_action_expires(make_app: Any, upstream: UpstreamHandle) -> Non
                                                      tool_outputs=[{"tool_call_id": "x", "output": "y"}])
     step = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data[0]
     assert step.status == "expired"
+
+
+def test_model_map_and_azure_upstream(make_app: Any, upstream: UpstreamHandle) -> None:
+    # An Azure OpenAI upstream: deployment path, api-version query and api-key header.
+    http = make_app(llm_base_url=upstream.root_url, llm_api_key="azure-key", llm_azure_api_version="2024-10-21",
+                    llm_model_map="gpt-4=my-deployment")
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="k", http_client=http, max_retries=0)
+    assistant = client.beta.assistants.create(model="gpt-4")
+    run = client.beta.threads.create_and_run_poll(assistant_id=assistant.id, poll_interval_ms=20,
+                                                  thread={"messages": [{"role": "user", "content": "via azure"}]})
+    assert run.status == "completed", run.last_error
+    sent = upstream.book.requests()[-1]
+    assert sent.path == "/openai/deployments/my-deployment/chat/completions"
+    assert "api-version=2024-10-21" in sent.query
+    assert sent.headers.get("api-key") == "azure-key"
+    assert run.model == "gpt-4"  # the mapping is the server's business, not the client's
