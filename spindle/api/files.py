@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -94,6 +95,13 @@ async def delete_file(file_id: str, request: Request, ctx: RequestContext = Depe
     return await runtime_of(request).files.delete(ctx.project, file_id)
 
 
+def _disposition(filename: str) -> str:
+    """RFC 6266/5987: an ASCII fallback plus the exact UTF-8 name; quotes and line breaks in a
+    client-chosen name can never break out of the header."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 @router.get("/files/{file_id}/content")
 async def file_content(file_id: str, request: Request, ctx: RequestContext = Depends(request_context)) -> StreamingResponse:
     runtime = runtime_of(request)
@@ -101,6 +109,5 @@ async def file_content(file_id: str, request: Request, ctx: RequestContext = Dep
     return StreamingResponse(
         runtime.blobs.stream(file_id),
         media_type=content_type_for(obj["filename"]),
-        headers={"content-length": str(obj["bytes"]),
-                 "content-disposition": f'attachment; filename="{obj["filename"]}"'},
+        headers={"content-length": str(obj["bytes"]), "content-disposition": _disposition(obj["filename"])},
     )

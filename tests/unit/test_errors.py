@@ -146,3 +146,13 @@ def test_random_bodies_never_cause_a_500(http: TestClient, client: openai.OpenAI
         if response.status_code == 200 and "/runs" in path and response.json().get("object") == "thread.run":
             run = response.json()
             http.post(f"/v1/threads/{run['thread_id']}/runs/{run['id']}/cancel")
+
+
+def test_hostile_filenames_cannot_break_headers(http: TestClient, client: openai.OpenAI) -> None:
+    name = 'evil"\r\nSet-Cookie: x=1; ü.txt'
+    uploaded = http.post("/v1/files", files={"file": (name, b"data")}, data={"purpose": "assistants"})
+    assert uploaded.status_code == 200, uploaded.text
+    response = http.get(f"/v1/files/{uploaded.json()['id']}/content")
+    assert response.status_code == 200 and response.content == b"data"
+    assert "set-cookie" not in response.headers
+    assert "\r" not in response.headers["content-disposition"] and "filename*=UTF-8''" in response.headers["content-disposition"]
