@@ -18,6 +18,7 @@ from spindle.engine.runner import RunEngine
 from spindle.llm.client import build_model
 from spindle.runtime import Runtime
 from spindle.services.assistants import AssistantService
+from spindle.services.file_references import FileReferences
 from spindle.services.files import FileService
 from spindle.services.messages import MessageService
 from spindle.services.runs import RunService
@@ -46,6 +47,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings=settings, store=store, blobs=blobs, files=FileService(store, blobs), events=events,
                       model=model)
     runtime.extensions["keyring"] = KeyRing(server.api_keys)
+    runtime.files.add_delete_hook(FileReferences(store).on_file_deleted)
     _build_extensions(runtime)
     assistants_service = AssistantService(runtime)
     messages_service = MessageService(runtime)

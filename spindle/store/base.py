@@ -121,9 +121,10 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     async def scan(self, kind: str, where: dict[str, Any] | None = None, *, parent: str | None = None,
-                   project: str | None = None) -> list[dict[str, Any]]:
-        """Every object of ``kind`` matching ``where`` (values may be lists: any-of),
-        oldest first. For maintenance and small collections, not for API listings."""
+                   project: str | None = None, mentions: str | None = None) -> list[dict[str, Any]]:
+        """Every object of ``kind`` matching ``where`` (values may be lists: any-of) and, with
+        ``mentions``, whose JSON contains that text anywhere (e.g. an id), oldest first.
+        For maintenance and small collections, not for API listings."""
 
     @abc.abstractmethod
     async def read_events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[StoredEvent]:

@@ -262,10 +262,13 @@ class SQLiteStore(MetadataStore):
         return await self._read(q)
 
     async def scan(self, kind: str, where: dict[str, Any] | None = None, *, parent: str | None = None,
-                   project: str | None = None) -> list[dict[str, Any]]:
+                   project: str | None = None, mentions: str | None = None) -> list[dict[str, Any]]:
         def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             clauses = ["kind = ?"]
             args: list[Any] = [kind]
+            if mentions is not None:
+                clauses.append("instr(data, ?) > 0")
+                args.append(mentions)
             if parent is not None:
                 clauses.append("parent = ?")
                 args.append(parent)

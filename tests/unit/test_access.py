@@ -108,3 +108,14 @@ def test_v1_file_ids_accepted_with_v2_version(azure: openai.AzureOpenAI) -> None
     assistant = azure.beta.assistants.create(model="m", tools=[{"type": "code_interpreter"}],
                                              extra_body={"file_ids": [uploaded.id]})
     assert assistant.tool_resources.code_interpreter.file_ids == [uploaded.id]
+
+
+def test_deleting_a_file_removes_it_from_code_interpreter_resources(client: openai.OpenAI) -> None:
+    kept = client.files.create(file=("keep.csv", b"a\n1\n"), purpose="assistants")
+    gone = client.files.create(file=("gone.csv", b"b\n2\n"), purpose="assistants")
+    both = {"code_interpreter": {"file_ids": [kept.id, gone.id]}}
+    assistant = client.beta.assistants.create(model="m", tools=[{"type": "code_interpreter"}], tool_resources=both)
+    thread = client.beta.threads.create(tool_resources=both)
+    client.files.delete(gone.id)
+    assert client.beta.assistants.retrieve(assistant.id).tool_resources.code_interpreter.file_ids == [kept.id]
+    assert client.beta.threads.retrieve(thread.id).tool_resources.code_interpreter.file_ids == [kept.id]
