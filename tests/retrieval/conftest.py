@@ -56,26 +56,15 @@ def upstream() -> Iterator[Any]:
 def make_app(tmp_path: Path, upstream: Any, embedder: Embedder,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., TestClient]]:
     """Start the app (``data_dir`` under tmp_path unless given); all are closed at the end."""
-    from spindle.app import create_app
-    from spindle.settings import ServerSettings, Settings
+    from spindle.sandbox.settings import SandboxSettings
+    from tests.inprocess import app_factory
 
     upstream.reset()
     monkeypatch.setenv("SPINDLE_RETRIEVAL_TOOL_REWRITE", "false")  # tests opt in explicitly
-    monkeypatch.setenv("SPINDLE_SANDBOX_ENABLED", "false")  # no code_interpreter kernels needed here
-    opened: list[TestClient] = []
-
-    def factory(**overrides: Any) -> TestClient:
-        values: dict[str, Any] = {"data_dir": tmp_path / "data", "llm_base_url": upstream.base_url,
-                                  "poll_after_ms": 50}
-        values.update(overrides)
-        client = TestClient(create_app(Settings(server=ServerSettings(**values))), raise_server_exceptions=False)
-        client.__enter__()
-        opened.append(client)
-        return client
-
-    yield factory
-    for client in reversed(opened):
-        client.__exit__(None, None, None)
+    # No code_interpreter kernels are needed here.
+    with app_factory(tmp_path / "data", upstream, sandbox=SandboxSettings(enabled=False),
+                     poll_after_ms=50) as factory:
+        yield factory
 
 
 @pytest.fixture

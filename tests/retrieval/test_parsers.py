@@ -135,7 +135,8 @@ def test_docx_missing_main_part_is_invalid() -> None:
 
 
 def test_encrypted_pdf_is_invalid() -> None:
-    pypdf = pytest.importorskip("pypdf")
+    import pypdf  # a test dependency (pyproject "test" extra)
+
     reader = pypdf.PdfReader(io.BytesIO(sample_file("pdf")))
     writer = pypdf.PdfWriter()
     for page in reader.pages:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from spindle.sandbox import SessionManager, build_provider
-from tests.sandbox.helpers import LoopThread, Runner, sandbox_settings
+from tests.sandbox.helpers import LoopThread, Runner, sandbox_settings, sandbox_unavailable
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def manager(loop: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Itera
             await mgr.ready()
         except Exception as exc:
             await mgr.shutdown()
-            pytest.skip(f"sandbox unavailable here: {exc}")
+            sandbox_unavailable(exc)
         return mgr
 
     mgr = loop.run(start())

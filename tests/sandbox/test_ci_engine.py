@@ -20,6 +20,7 @@ from PIL import Image
 
 from spindle.app import create_app
 from spindle.settings import ServerSettings, Settings
+from tests.sandbox.helpers import sandbox_unavailable
 from tests.upstream.server import UpstreamHandle, start_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -67,7 +68,7 @@ def client(upstream: UpstreamHandle, tmp_path_factory: pytest.TempPathFactory) -
             base_url="http://testserver/v1", api_key="sk-test", http_client=http, max_retries=0
         )
     except Exception as exc:
-        pytest.skip(f"sandbox unavailable here: {exc}")
+        sandbox_unavailable(exc)
     finally:
         http.__exit__(None, None, None)
 

@@ -4,17 +4,15 @@ httpx client is Starlette's TestClient), and the scripted upstream model on a th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from spindle.app import create_app
 from spindle.sandbox.settings import SandboxSettings
-from spindle.settings import ServerSettings, Settings
+from tests.inprocess import AppFactory, app_factory
 from tests.upstream.server import UpstreamHandle, start_in_thread
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="openai")
@@ -32,27 +30,12 @@ def _fresh_script(upstream: UpstreamHandle) -> None:
     upstream.reset()
 
 
-AppFactory = Callable[..., TestClient]
-
-
 @pytest.fixture
 def make_app(tmp_path: Path, upstream: UpstreamHandle) -> Iterator[AppFactory]:
     """Start the app with settings overrides; every app started is closed at the end."""
-    opened: list[TestClient] = []
-
-    def factory(*, sandbox: SandboxSettings | None = None, **overrides: Any) -> TestClient:
-        values: dict[str, Any] = {"data_dir": tmp_path / "data", "llm_base_url": upstream.base_url}
-        values.update(overrides)
-        # The core tests need no sandbox; starting its kernel pool would only burn CPU.
-        settings = Settings(server=ServerSettings(**values), sandbox=sandbox or SandboxSettings(enabled=False))
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
-        client.__enter__()
-        opened.append(client)
-        return client
-
-    yield factory
-    for client in reversed(opened):
-        client.__exit__(None, None, None)
+    # The core tests need no sandbox; starting its kernel pool would only burn CPU.
+    with app_factory(tmp_path / "data", upstream, sandbox=SandboxSettings(enabled=False)) as factory:
+        yield factory
 
 
 @pytest.fixture
