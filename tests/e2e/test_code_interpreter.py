@@ -167,11 +167,12 @@ def test_streamed_code_and_outputs(openai_client: Any, upstream: harness.Upstrea
 def test_two_threads_run_in_parallel(openai_client: Any, upstream: harness.Upstream) -> None:
     # Each execution prints when it started and ended (wall clock, shared by the sandboxes):
     # the two intervals must overlap, whatever a session's start-up cost.
-    upstream.script("parallel sleeper", [code_call("import time\nt0 = time.time()\ntime.sleep(1.5)\n"
-                                                   "print(t0, time.time())"), {"content": "ok"}])
+    code = code_call("import time\nt0 = time.time()\ntime.sleep(1.5)\nprint(t0, time.time())")
+    for i in range(2):  # one rule per thread: a rule's replies are consumed in order
+        upstream.script(f"parallel sleeper {i}", [code, {"content": "ok"}])
     assistant = openai_client.beta.assistants.create(model="m", tools=[{"type": "code_interpreter"}])
-    threads = [openai_client.beta.threads.create(messages=[{"role": "user", "content": "parallel sleeper"}])
-               for _ in range(2)]
+    threads = [openai_client.beta.threads.create(messages=[{"role": "user", "content": f"parallel sleeper {i}"}])
+               for i in range(2)]
     runs: dict[str, Any] = {}
 
     def go(thread_id: str) -> None:
