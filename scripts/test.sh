@@ -14,7 +14,7 @@ status=0
 # Lint and types first: cheap, and a failure here is a real defect too.
 .venv/bin/ruff check spindle tests bench scripts || status=1
 .venv/bin/mypy spindle || status=1
-.venv/bin/python -m pytest tests/unit tests/upstream $(ls -d tests/sandbox tests/retrieval 2>/dev/null) \
+.venv/bin/python -m pytest tests/unit tests/upstream $(ls -d tests/sandbox tests/retrieval tests/security 2>/dev/null) \
   -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/inprocess.log" || status=1
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 bash scripts/run_e2e.sh -q "$@" 2>&1 | tee "$LOG_DIR/e2e.log"
