@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from spindle.engine import objects, prompt
+from spindle.engine import objects, prompt, runstate
 from spindle.engine.events import done_event, event
 from spindle.engine.textstream import AnnotatedText
 from spindle.engine.toolchoice import REMINDER, Offer, build_offer
@@ -23,7 +23,7 @@ from spindle.ids import new_id, now
 from spindle.llm.client import ChatDelta, ChatRequest, Finish, TextDelta, ToolCallDelta, UpstreamError
 from spindle.runtime import Runtime
 from spindle.services.messages import message_object
-from spindle.store.base import AppendEvent, Op, Put
+from spindle.store.base import AnyOf, AppendEvent, Conflict, Op, Put, Update
 from spindle.tools.base import RunContext, ToolCall, ToolUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,11 @@ class Execution:
         self.run = run
         self.project = project
         self.ctx: RunContext | None = None
-        self.pending_parts: list[dict[str, Any]] = []
+        # The status the store holds for this run: every run write expects it (compare-and-set).
+        self.stored_status: str = run["status"]
+        # Images and files made by built-in tools that wait for the next assistant message.
+        # Kept on the run in the store (``_pending_parts``): they survive requires_action.
+        self.pending_parts: list[dict[str, Any]] = list(run.get("_pending_parts") or [])
         self.thread_messages: list[dict[str, Any]] = []
         self.turns_taken = 0
         self.resumed = False
@@ -81,21 +85,30 @@ class Execution:
     async def write(self, ops: list[Op]) -> None:
         await self.store.write(ops)
 
-    def put_run(self) -> Put:
-        return Put("run", self.run, self.project, parent=self.run["thread_id"])
+    def put_run(self) -> Update:
+        self.run["_pending_parts"] = self.pending_parts
+        return runstate.run_update(self.run, self.stored_status)
 
     def put_step(self, step: dict[str, Any]) -> Put:
         return Put("run_step", step, self.project, parent=self.run["id"])
 
-    def put_message(self, message: dict[str, Any]) -> Put:
-        return Put("message", message, self.project, parent=self.run["thread_id"])
+    def put_message(self, message: dict[str, Any], new: bool = False) -> Put | Update:
+        if new:
+            return Put("message", message, self.project, parent=self.run["thread_id"])
+        return runstate.message_update(message)
 
-    async def set_status(self, status: str, extra: list[Op] | None = None, done: bool = False) -> None:
+    async def set_status(self, status: str, extra: list[Op] | None = None, done: bool = False,
+                         expect: str | AnyOf | None = None) -> None:
+        expected = self.stored_status if expect is None else expect
         objects.set_run_status(self.run, status)
-        ops: list[Op] = [*(extra or []), self.put_run(), event(f"thread.run.{status}", self.run)]
+        self.run["_pending_parts"] = self.pending_parts
+        ops: list[Op] = [*(extra or []), runstate.run_update(self.run, expected), event(f"thread.run.{status}", self.run)]
+        if status in objects.TERMINAL_RUN_STATUSES:
+            ops.append(runstate.release_thread(self.run))
         if done:
             ops.append(done_event(self.run["id"]))
         await self.write(ops)
+        self.stored_status = status
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -130,8 +143,14 @@ class Execution:
             await self.stop(RunStopped("failed", {"code": exc.code, "message": exc.message}))
         except UpstreamError as exc:
             await self.stop(RunStopped("failed", {"code": exc.code, "message": exc.message}))
+        except Conflict as exc:
+            # Someone else moved the run first (a cancel, an expiry): theirs is the status.
+            log.info("run %s changed under its execution: %s", self.run["id"], exc)
+            await asyncio.shield(self._settle())
         except asyncio.CancelledError:
-            await asyncio.shield(self.cancelled())
+            # A client's cancel wrote "cancelling" first; a shutdown did not, and then the
+            # run is left in progress for the restart recovery to fail (nothing is written).
+            await asyncio.shield(self._settle())
             raise
         except Exception:
             log.exception("run %s failed with an internal error", self.run["id"])
@@ -267,11 +286,12 @@ class Execution:
         turn.text = AnnotatedText([functools.partial(t.annotate, ctx) for t in tools],
                                   [t.pending_marker for t in tools])
         ops: list[Op] = [self.put_step(step), event("thread.run.step.created", step),
-                         event("thread.run.step.in_progress", step), self.put_message(message),
+                         event("thread.run.step.in_progress", step), self.put_message(message, new=True),
                          event("thread.message.created", message), event("thread.message.in_progress", message)]
         if self.pending_parts:
             parts, self.pending_parts = self.pending_parts, []
             message["content"].extend(parts)
+            ops.append(self.put_run())  # the parts now live in the message, not on the run
             ops.append(event("thread.message.delta", {
                 "id": message["id"], "object": "thread.message.delta", "_run_id": self.run["id"],
                 "delta": {"content": [{"index": i, **p} for i, p in enumerate(parts)]}}))
@@ -411,7 +431,7 @@ class Execution:
         step["step_details"]["tool_calls"][index] = final
         self.ctx.completed_calls.append(final)
         self.pending_parts.extend(result.message_content)
-        await self.write([self.put_step(step)])
+        await self.write([self.put_step(step), self.put_run()])
 
     def _answer_unknown(self, step: dict[str, Any], call: _Call, offer: Offer) -> None:
         index = next(i for i, c in enumerate(step["step_details"]["tool_calls"]) if c["id"] == call.id)
@@ -438,7 +458,7 @@ class Execution:
                 "type": "message_creation", "message_creation": {"message_id": message["id"]}}), "completed")
             created = dict(message, status="in_progress", content=[])
             ops += [self.put_step(step), event("thread.run.step.created", dict(step, status="in_progress", completed_at=None)),
-                    self.put_message(message), event("thread.message.created", created),
+                    self.put_message(message, new=True), event("thread.message.created", created),
                     event("thread.message.delta", {"id": message["id"], "object": "thread.message.delta",
                                                    "_run_id": self.run["id"], "delta": {"content": [
                                                        {"index": i, **p} for i, p in enumerate(self.pending_parts)]}}),
@@ -476,8 +496,21 @@ class Execution:
         await self.set_status(stop.status, ops, done=True)
 
     async def cancelled(self) -> None:
+        """cancelling → cancelled (only from cancelling: a status moves once)."""
         ops = await self._close_open("cancelled")
-        await self.set_status("cancelled", ops, done=True)
+        await self.set_status("cancelled", ops, done=True, expect="cancelling")
+
+    async def _settle(self) -> None:
+        """After a conflict or a cancellation: finish a cancel the store asks for, else leave
+        the run as the store has it."""
+        fresh = await self.store.get("run", self.run["id"], self.project)
+        if fresh is None or fresh["status"] != "cancelling":
+            return
+        self.run, self.stored_status = fresh, "cancelling"
+        try:
+            await self.cancelled()
+        except Conflict:
+            pass  # cancelled meanwhile by another writer
 
 
 def _attachments(messages: list[dict[str, Any]]) -> dict[str, list[str]]:

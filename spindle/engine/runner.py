@@ -14,13 +14,13 @@ import asyncio
 import logging
 from typing import Any
 
-from spindle.engine import objects
+from spindle.engine import objects, runstate
 from spindle.engine.events import done_event, event
 from spindle.engine.execution import Execution, RunStopped
-from spindle.errors import InvalidRequestError
+from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import now
 from spindle.runtime import Runtime
-from spindle.store.base import Op, Put
+from spindle.store.base import Conflict, Op, Put
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +64,50 @@ class RunEngine:
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
 
     async def _execute(self, run: dict[str, Any], project: str) -> None:
-        async with self._limit:
+        try:
+            await self._limit.acquire()
+        except asyncio.CancelledError:  # cancelled while waiting for a slot
+            await asyncio.shield(self._finish_cancel(run["id"], project))
+            raise
+        try:
             fresh = await self.store.get("run", run["id"], project)
-            if fresh is None or fresh["status"] != "queued":
-                return  # cancelled or deleted while waiting for a slot
-            await Execution(self.runtime, fresh, project).execute()
+            if fresh is not None and fresh["status"] == "cancelling":
+                await self._finish_cancel(run["id"], project)
+            elif fresh is not None and fresh["status"] == "queued":
+                await Execution(self.runtime, fresh, project).execute()
+        finally:
+            self._limit.release()
+
+    async def _finish_cancel(self, run_id: str, project: str) -> None:
+        fresh = await self.store.get("run", run_id, project)
+        if fresh is None or fresh["status"] != "cancelling":
+            return
+        try:
+            await Execution(self.runtime, fresh, project).cancelled()
+        except Conflict:
+            pass  # another writer finished it
 
     # -- client actions --------------------------------------------------------------------
 
     async def cancel(self, project: str, run: dict[str, Any]) -> dict[str, Any]:
-        if run["status"] not in objects.ACTIVE_RUN_STATUSES or run["status"] == "cancelling":
-            raise InvalidRequestError(f"Cannot cancel run with status '{run['status']}'.", param="run_id")
+        while True:
+            if run["status"] not in objects.ACTIVE_RUN_STATUSES or run["status"] == "cancelling":
+                raise InvalidRequestError(f"Cannot cancel run with status '{run['status']}'.", param="run_id")
+            expected = run["status"]
+            objects.set_run_status(run, "cancelling")
+            try:
+                await self.store.write([runstate.run_update(run, expected), event("thread.run.cancelling", run)])
+                break
+            except Conflict:  # its status moved meanwhile: decide again on the new one
+                fresh = await self.store.get("run", run["id"], project)
+                if fresh is None:
+                    raise NotFoundError(f"No run found with id '{run['id']}'.", param="run_id") from None
+                run = fresh
         task = self._tasks.get(run["id"])
-        objects.set_run_status(run, "cancelling")
-        await self.store.write([Put("run", run, project, parent=run["thread_id"]), event("thread.run.cancelling", run)])
         if task is not None and not task.done():
-            task.cancel()  # the execution closes its steps and writes "cancelled"
+            task.cancel()  # the execution (or its wait for a slot) writes "cancelled"
             return run
-        execution = Execution(self.runtime, run, project)
-        await execution.cancelled()
+        await self._finish_cancel(run["id"], project)
         return run
 
     async def submit_tool_outputs(self, project: str, run: dict[str, Any], outputs: list[dict[str, Any]]) -> int:
@@ -119,8 +144,16 @@ class RunEngine:
         run["expires_at"] = run["created_at"] + objects.RUN_EXPIRY_S if run["created_at"] + objects.RUN_EXPIRY_S > now() \
             else now() + objects.RUN_EXPIRY_S
         objects.set_run_status(run, "queued")
-        await self.store.write([Put("run", run, project, parent=run["thread_id"]), event("thread.run.queued", run),
-                                *ops])
+        try:
+            # Compare-and-set on requires_action: of racing submits exactly one lands; the
+            # others' steps and events are undone with them.
+            await self.store.write([runstate.run_update(run, "requires_action"), event("thread.run.queued", run),
+                                    *ops])
+        except Conflict:
+            fresh = await self.store.get("run", run["id"], project)
+            status = fresh["status"] if fresh else "deleted"
+            raise InvalidRequestError(f"Runs in status \"{status}\" do not accept tool outputs.",
+                                      param="run_id") from None
         self.launch(run, project)
         return seq
 
@@ -180,7 +213,7 @@ class RunEngine:
                     message["content"].append({"type": "text", "text": {"value": "", "annotations": []}})
                 if message["content"][index]["type"] == "text" and len(message["content"][index]["text"]["value"]) < len(value):
                     message["content"][index]["text"]["value"] = value
-            ops.append(Put("message", message, project, parent=run["thread_id"]))
+            ops.append(runstate.message_update(message))
         if ops:
             await self.store.write(ops)
 
@@ -195,8 +228,12 @@ class RunEngine:
                     objects.finish_step(step, "expired")
                     ops += [Put("run_step", step, project, parent=run["id"]), event("thread.run.step.expired", step)]
                 objects.set_run_status(run, "expired")
-                await self.store.write([*ops, Put("run", run, project, parent=run["thread_id"]),
-                                        event("thread.run.expired", run), done_event(run["id"])])
+                try:
+                    await self.store.write([*ops, runstate.run_update(run, "requires_action"),
+                                            event("thread.run.expired", run), runstate.release_thread(run),
+                                            done_event(run["id"])])
+                except Conflict:
+                    continue  # tool outputs (or a cancel) arrived first
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import new_id, now
 from spindle.runtime import Runtime
 from spindle.services.resources import merge_tool_resources, resolve_tool_resources
-from spindle.store.base import Delete, Put
+from spindle.store.base import Delete, Put, diff_update, retry_on_conflict
 
 _COPIED = ("name", "description", "instructions", "temperature", "top_p", "response_format", "reasoning_effort")
 
@@ -46,7 +47,11 @@ class AssistantService:
         return obj
 
     async def modify(self, project: str, assistant_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        obj = await self.get(project, assistant_id)
+        return await retry_on_conflict(lambda: self._modify_once(project, assistant_id, fields))
+
+    async def _modify_once(self, project: str, assistant_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        before = await self.get(project, assistant_id)
+        obj = copy.deepcopy(before)
         tools = fields["tools"] if fields.get("tools") is not None else obj["tools"]
         if "tool_resources" in fields or "file_ids" in fields:
             update = await resolve_tool_resources(self.runtime, project, fields.get("tool_resources"), tools=tools,
@@ -62,7 +67,8 @@ class AssistantService:
         for key in _COPIED:
             if key in fields:
                 obj[key] = fields[key]
-        await self.store.write([Put("assistant", obj, project)])
+        # Only what changed; resources merged from what was read must still be that.
+        await self.store.write([diff_update("assistant", before, obj, cas=("tool_resources", "_file_ids"))])
         return obj
 
     async def delete(self, project: str, assistant_id: str) -> dict[str, Any]:
@@ -89,9 +95,8 @@ class AssistantService:
         files.remove(file_id)
         ci = dict(obj["tool_resources"].get("code_interpreter") or {"file_ids": []})
         ci["file_ids"] = [f for f in ci.get("file_ids", []) if f != file_id]
-        obj["tool_resources"] = {**obj["tool_resources"], "code_interpreter": ci}
-        obj["_file_ids"] = files
-        await self.store.write([Put("assistant", obj, project)])
+        changed = {**obj, "tool_resources": {**obj["tool_resources"], "code_interpreter": ci}, "_file_ids": files}
+        await self.store.write([diff_update("assistant", obj, changed, cas=("tool_resources", "_file_ids"))])
         return {"id": file_id, "object": "assistant.file.deleted", "deleted": True}
 
 

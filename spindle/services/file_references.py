@@ -4,9 +4,10 @@ their own deletion hook."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from spindle.store.base import MetadataStore, Op, Put
+from spindle.store.base import MetadataStore, Op, diff_update, retry_on_conflict
 
 
 class FileReferences:
@@ -14,14 +15,19 @@ class FileReferences:
         self.store = store
 
     async def on_file_deleted(self, project: str, file_id: str) -> None:
-        ops: list[Op] = []
-        for kind in ("assistant", "thread"):
-            # Only objects whose JSON mentions the id are read, so this stays cheap.
-            for obj in await self.store.scan(kind, project=project, mentions=file_id):
-                if _forget(obj, file_id):
-                    ops.append(Put(kind, obj, project))
-        if ops:
-            await self.store.write(ops)
+        async def attempt() -> None:
+            ops: list[Op] = []
+            for kind in ("assistant", "thread"):
+                # Only objects whose JSON mentions the id are read, so this stays cheap.
+                for before in await self.store.scan(kind, project=project, mentions=file_id):
+                    obj = copy.deepcopy(before)
+                    if _forget(obj, file_id):
+                        # Computed from what was read: a concurrent change means read again.
+                        ops.append(diff_update(kind, before, obj, cas=("tool_resources", "_file_ids")))
+            if ops:
+                await self.store.write(ops)
+
+        await retry_on_conflict(attempt)
 
 
 def _forget(obj: dict[str, Any], file_id: str) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import new_id, now
 from spindle.runtime import Runtime
-from spindle.store.base import Delete, Put
+from spindle.store.base import Conflict, Delete, Put, Update
 
 ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 
@@ -122,10 +122,14 @@ class MessageService:
 
     async def modify(self, project: str, thread_id: str, message_id: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
         obj = await self.get(project, thread_id, message_id)
-        if metadata is not None:
-            obj["metadata"] = metadata
-        await self.store.write([Put("message", obj, project, parent=thread_id)])
-        return obj
+        if metadata is None:
+            return obj
+        # Only the client's field: a run may be writing this message's content right now.
+        try:
+            await self.store.write([Update("message", message_id, fields={"metadata": metadata})])
+        except Conflict:  # deleted meanwhile
+            raise NotFoundError(f"No message found with id '{message_id}'.", param="message_id") from None
+        return await self.get(project, thread_id, message_id)
 
     async def delete(self, project: str, thread_id: str, message_id: str) -> dict[str, Any]:
         await self.get(project, thread_id, message_id)

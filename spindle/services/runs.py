@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from typing import Any
 
-from spindle.engine import objects
+from spindle.engine import objects, runstate
 from spindle.engine.events import event
 from spindle.errors import ConflictingRunError, InvalidRequestError, NotFoundError
 from spindle.runtime import Runtime
 from spindle.services.assistants import AssistantService
 from spindle.services.messages import MessageService
 from spindle.services.threads import ThreadService
-from spindle.store.base import AppendEvent, Op, Put
+from spindle.store.base import AppendEvent, Conflict, Delete, Op, Put, Update
 
 INCLUDE_VALUES = ("step_details.tool_calls[*].file_search.results[*].content",)
 
@@ -34,8 +32,6 @@ class RunService:
         self.assistants = assistants
         self.threads = threads
         self.messages = messages
-        # One active run per thread: creation is serialized per thread in this process.
-        self._thread_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def get(self, project: str, thread_id: str, run_id: str) -> dict[str, Any]:
         run = await self.store.get("run", run_id, project)
@@ -78,18 +74,36 @@ class RunService:
 
     async def create(self, project: str, thread_id: str, fields: dict[str, Any], include: list[str]) -> dict[str, Any]:
         thread = await self.threads.get(project, thread_id)
-        async with self._thread_locks[thread_id]:
-            active = await self.messages.active_run(thread_id)
-            if active is not None:
-                raise ConflictingRunError(f"Thread {thread_id} already has an active run {active['id']}.",
-                                          param="thread_id")
-            run, ops = await self._build(project, thread_id, fields, include)
-            if fields.get("additional_messages"):
-                messages = [op.obj for op in ops if isinstance(op, Put) and op.kind == "message"]
-                ops = [*await self.threads.attachment_ops(project, thread, messages), *ops]
-            await self.store.write(ops)
+        run, ops = await self._build(project, thread_id, fields, include)
+        if fields.get("additional_messages"):
+            messages = [op.obj for op in ops if isinstance(op, Put) and op.kind == "message"]
+            ops = [*await self.threads.attachment_ops(project, thread, messages), *ops]
+        # One active run per thread: the store refuses a second claim of the thread.
+        ops = [runstate.claim_thread(run, project), *ops]
+        for attempt in range(2):
+            try:
+                await self.store.write(ops)
+                break
+            except Conflict as exc:
+                if exc.kind != runstate.ACTIVE_MARKER_KIND or attempt == 1 or not await self._clear_stale(thread_id):
+                    active = await self.messages.active_run(thread_id)
+                    active_id = active["id"] if active else "(finishing)"
+                    raise ConflictingRunError(f"Thread {thread_id} already has an active run {active_id}.",
+                                              param="thread_id") from None
         self._launch(run, project)
         return run
+
+    async def _clear_stale(self, thread_id: str) -> bool:
+        """A thread marked busy by a run that is over (e.g. a database from before the marker,
+        or a run deleted by hand) is freed; True when the marker was stale."""
+        marker = await self.store.get(runstate.ACTIVE_MARKER_KIND, runstate.marker_id(thread_id), None)
+        if marker is None:
+            return True
+        holder = await self.store.get("run", marker["run_id"], None)
+        if holder is not None and holder["status"] in objects.ACTIVE_RUN_STATUSES:
+            return False
+        await self.store.write([Delete(runstate.ACTIVE_MARKER_KIND, marker["id"], when={"run_id": marker["run_id"]})])
+        return True
 
     async def create_thread_and_run(self, project: str, thread_body: dict[str, Any], fields: dict[str, Any],
                                     include: list[str]) -> dict[str, Any]:
@@ -99,7 +113,8 @@ class RunService:
         thread, thread_ops = await self.threads.build(project, thread_body, param="thread")
         run, run_ops = await self._build(project, thread["id"], fields, include)
         announce = AppendEvent(run["id"], "thread.created", {k: v for k, v in thread.items() if not k.startswith("_")})
-        await self.store.write([*thread_ops, *run_ops[:-2], announce, *run_ops[-2:]])
+        await self.store.write([*thread_ops, runstate.claim_thread(run, project), *run_ops[:-2], announce,
+                                *run_ops[-2:]])
         self._launch(run, project)
         return run
 
@@ -109,10 +124,14 @@ class RunService:
 
     async def modify(self, project: str, thread_id: str, run_id: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
         run = await self.get(project, thread_id, run_id)
-        if metadata is not None:
-            run["metadata"] = metadata
-        await self.store.write([Put("run", run, project, parent=thread_id)])
-        return run
+        if metadata is None:
+            return run
+        # Only the field the client changes: the engine may be writing the rest right now.
+        try:
+            await self.store.write([Update("run", run_id, fields={"metadata": metadata})])
+        except Conflict:  # deleted meanwhile
+            raise NotFoundError(f"No run found with id '{run_id}'.", param="run_id") from None
+        return await self.get(project, thread_id, run_id)
 
     async def step(self, project: str, thread_id: str, run_id: str, step_id: str) -> dict[str, Any]:
         await self.get(project, thread_id, run_id)

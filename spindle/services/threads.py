@@ -6,14 +6,25 @@ first use, as OpenAI does.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from spindle.engine.runstate import ACTIVE_MARKER_KIND
 from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import new_id, now
 from spindle.runtime import Runtime
 from spindle.services.messages import MessageService
 from spindle.services.resources import merge_tool_resources, resolve_tool_resources, vector_stores_of
-from spindle.store.base import Delete, DeleteChildren, Op, Put
+from spindle.store.base import (
+    MISSING,
+    Delete,
+    DeleteChildren,
+    Op,
+    Put,
+    Update,
+    diff_update,
+    retry_on_conflict,
+)
 
 
 class ThreadService:
@@ -46,8 +57,7 @@ class ThreadService:
                                                  for_thread=True, param=p("tool_resources"))
         thread = {"id": thread_id, "object": "thread", "created_at": now(), "metadata": metadata or {},
                   "tool_resources": resources}
-        ops = await self.attachment_ops(project, thread, messages)
-        ops = [op for op in ops if not isinstance(op, Put) or op.kind != "thread"]
+        ops = await self.attachment_ops(project, thread, messages, stored=False)
         ops.insert(0, Put("thread", thread, project))
         ops += [Put("message", m, project, parent=thread_id) for m in messages]
         return thread, ops
@@ -57,13 +67,16 @@ class ThreadService:
         await self.store.write(ops)
         return thread
 
-    async def attachment_ops(self, project: str, thread: dict[str, Any], messages: list[dict[str, Any]]) -> list[Op]:
-        """Put file_search attachments into the thread's vector store (made on first use)."""
+    async def attachment_ops(self, project: str, thread: dict[str, Any], messages: list[dict[str, Any]],
+                             stored: bool = True) -> list[Op]:
+        """Put file_search attachments into the thread's vector store (made on first use);
+        ``stored=False`` for a thread not written yet (its own Put carries the change)."""
         search_files = [a["file_id"] for m in messages for a in m.get("attachments") or []
                         if any(t["type"] == "file_search" for t in a.get("tools") or [])]
         extension = vector_stores_of(self.runtime)
         if not search_files or extension is None:
             return []
+        before = copy.deepcopy(thread.get("tool_resources", MISSING))
         resources = thread.setdefault("tool_resources", {})
         store_ids = (resources.get("file_search") or {}).get("vector_store_ids") or []
         if store_ids:
@@ -71,24 +84,34 @@ class ThreadService:
             return []
         store_id = await extension.create_for_thread(project, search_files, None, thread_default_expiry=True)
         resources["file_search"] = {"vector_store_ids": [store_id]}
-        return [Put("thread", thread, project)]
+        if not stored:
+            return []
+        # Fails (and the caller's whole write with it) if the resources changed meanwhile.
+        return [Update("thread", thread["id"], fields={"tool_resources": resources},
+                       expect={"tool_resources": before})]
 
     async def modify(self, project: str, thread_id: str, raw: dict[str, Any]) -> dict[str, Any]:
-        thread = await self.get(project, thread_id)
-        if raw.get("tool_resources") is not None:
-            update = await resolve_tool_resources(self.runtime, project, raw["tool_resources"], tools=None,
-                                                  for_thread=True)
-            thread["tool_resources"] = merge_tool_resources(thread.get("tool_resources") or {}, update)
-        if raw.get("metadata") is not None:
-            thread["metadata"] = raw["metadata"]
-        await self.store.write([Put("thread", thread, project)])
-        return thread
+        async def attempt() -> dict[str, Any]:
+            before = await self.get(project, thread_id)
+            thread = copy.deepcopy(before)
+            if raw.get("tool_resources") is not None:
+                update = await resolve_tool_resources(self.runtime, project, raw["tool_resources"], tools=None,
+                                                      for_thread=True)
+                thread["tool_resources"] = merge_tool_resources(thread.get("tool_resources") or {}, update)
+            if raw.get("metadata") is not None:
+                thread["metadata"] = raw["metadata"]
+            # The merged resources were computed from what was read: they must still be that.
+            await self.store.write([diff_update("thread", before, thread, cas=("tool_resources",))])
+            return thread
+
+        return await retry_on_conflict(attempt)
 
     async def delete(self, project: str, thread_id: str) -> dict[str, Any]:
         await self.get(project, thread_id)
         runs = await self.store.scan("run", parent=thread_id)
         ops: list[Op] = [DeleteChildren("run_step", r["id"]) for r in runs]
-        ops += [DeleteChildren("run", thread_id), DeleteChildren("message", thread_id), Delete("thread", thread_id)]
+        ops += [DeleteChildren("run", thread_id), DeleteChildren("message", thread_id),
+                DeleteChildren(ACTIVE_MARKER_KIND, thread_id), Delete("thread", thread_id)]
         if self.runtime.engine is not None:
             for run in runs:
                 await self.runtime.engine.abandon(run["id"])

@@ -8,31 +8,83 @@ Objects are OpenAI-shaped JSON dicts, stored by ``kind`` (``"assistant"``, ``"me
 ``id``, ``project`` (the tenant; every read is scoped by it) and an optional ``parent`` (the
 thread of a message or run, the run of a step, the store of a vector store file). Writes are
 lists of operations committed atomically, so no request leaves a half-created object.
+
+The store also holds the invariants that concurrent requests (and, later, several processes)
+must not break: ``Update`` changes fields of the stored object inside the transaction, so two
+writers of different fields never lose each other's change, and its ``expect`` is a
+compare-and-set (a run's status moves once; of N racing ``submit_tool_outputs`` exactly one
+wins). ``Put(create_only=True)`` and ``Delete(when=...)`` are the conditional forms of the
+other two. A failed condition raises ``Conflict`` and the whole write is undone.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """In ``expect`` / ``when``: the stored field equals one of ``values``."""
+
+    values: tuple[Any, ...]
+
+
+class _Missing:
+    """A field that the stored object does not have at all (``expect={"x": MISSING}``)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __deepcopy__(self, _memo: dict[int, Any]) -> _Missing:
+        return self  # one sentinel: compared by identity
+
+
+MISSING: Any = _Missing()
 
 
 @dataclass(frozen=True)
 class Put:
-    """Insert an object, or replace the data of the object with the same id."""
+    """Insert an object, or replace the data of the object with the same id. With
+    ``create_only`` an existing object of that id is a ``Conflict`` instead."""
 
     kind: str
     obj: dict[str, Any]
     project: str
     parent: str | None = None
+    create_only: bool = False
+
+
+@dataclass(frozen=True)
+class Update:
+    """Change top-level fields of a stored object in place, inside the transaction.
+
+    ``fields`` replace the stored values (other fields are kept as stored, so a concurrent
+    update of another field is never lost); ``add`` increments integer counters at dotted
+    paths (``"file_counts.completed": 1``). With ``expect`` the write fails with ``Conflict``
+    unless each named field of the stored object equals the value (or is in an ``AnyOf``);
+    a missing object is a ``Conflict`` too."""
+
+    kind: str
+    id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    add: dict[str, int] = field(default_factory=dict)
+    expect: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Delete:
+    """Delete an object (deleting a missing one is not an error). With ``when``, only if each
+    named field of the stored object matches, as in ``Update.expect``; otherwise nothing."""
+
     kind: str
     id: str
+    when: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +104,7 @@ class AppendEvent:
     data: dict[str, Any] | str
 
 
-Op = Put | Delete | DeleteChildren | AppendEvent
+Op = Put | Update | Delete | DeleteChildren | AppendEvent
 
 
 @dataclass
@@ -81,6 +133,63 @@ class ListQuery:
     where: dict[str, Any] = field(default_factory=dict)
 
 
+class Conflict(Exception):
+    """A conditional write found the stored object not as expected; nothing was written."""
+
+    def __init__(self, kind: str, object_id: str, reason: str) -> None:
+        super().__init__(f"{kind} {object_id}: {reason}")
+        self.kind = kind
+        self.object_id = object_id
+        self.reason = reason
+
+
+def matches(obj: dict[str, Any] | None, expect: dict[str, Any]) -> str | None:
+    """``None`` when ``obj`` satisfies ``expect``, else why not (shared by every backend)."""
+    if obj is None:
+        return "it does not exist"
+    for key, wanted in expect.items():
+        have = obj.get(key, MISSING)
+        ok = have in wanted.values if isinstance(wanted, AnyOf) else have == wanted
+        if not ok:
+            return f"{key} is {have!r}, expected {wanted!r}"
+    return None
+
+
+def apply_update(obj: dict[str, Any], update: Update) -> dict[str, Any]:
+    """The stored object after ``update`` (checked with ``matches`` first); a new dict."""
+    out = dict(obj, **update.fields)
+    for path, delta in update.add.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[leaf] = int(node.get(leaf) or 0) + int(delta)
+    return out
+
+
+def diff_update(kind: str, before: dict[str, Any], after: dict[str, Any], *, cas: Sequence[str] = ()) -> Update:
+    """An ``Update`` with the top-level fields that differ between two versions of an object
+    (``after`` must be a copy, not ``before`` changed in place). Fields named in ``cas`` must
+    still hold their ``before`` value when the write lands: use it for fields whose new value
+    was computed from the old one (a merged list), and retry on ``Conflict``."""
+    fields = {k: v for k, v in after.items() if before.get(k, MISSING) != v}
+    return Update(kind, after["id"], fields=fields, expect={k: before.get(k, MISSING) for k in cas})
+
+
+async def retry_on_conflict(action: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
+    """Run a read-compute-conditional-write ``action`` again when another writer got there
+    first; the last ``Conflict`` propagates (a 500: contention this high is our problem)."""
+    for attempt in range(attempts):
+        try:
+            return await action()
+        except Conflict:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 class CursorNotFound(Exception):
     """``after``/``before`` names an object that is not in the listed collection."""
 
@@ -104,7 +213,8 @@ class MetadataStore(abc.ABC):
     async def write(self, ops: Sequence[Op]) -> list[int | None]:
         """Apply ``ops`` in one transaction (all or nothing). Returns, per op, the sequence
         number for ``AppendEvent`` and ``None`` otherwise. When it returns, the write is
-        durable and visible to every reader."""
+        durable and visible to every reader. Raises ``Conflict`` (having written nothing)
+        when a condition of ``Put``/``Update`` does not hold."""
 
     @abc.abstractmethod
     async def get(self, kind: str, object_id: str, project: str | None) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ the event loop. ``on_commit`` tells the event log which runs got new events.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import queue
@@ -22,6 +23,7 @@ from typing import Any
 
 from spindle.store.base import (
     AppendEvent,
+    Conflict,
     CursorNotFound,
     Delete,
     DeleteChildren,
@@ -31,6 +33,9 @@ from spindle.store.base import (
     Page,
     Put,
     StoredEvent,
+    Update,
+    apply_update,
+    matches,
 )
 from spindle.store.migrations import apply_migrations
 
@@ -158,13 +163,30 @@ class SQLiteStore(MetadataStore):
         runs: dict[str, list[StoredEvent]] = {}
         for op in ops:
             if isinstance(op, _SerializedPut):
-                conn.execute(
-                    "INSERT INTO objects (id, kind, project, parent, created_at, data) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET data = excluded.data",
-                    (op.id, op.kind, op.project, op.parent, op.created_at, op.data),
-                )
+                values = (op.id, op.kind, op.project, op.parent, op.created_at, op.data)
+                if op.create_only:
+                    try:
+                        conn.execute("INSERT INTO objects (id, kind, project, parent, created_at, data) "
+                                     "VALUES (?, ?, ?, ?, ?, ?)", values)
+                    except sqlite3.IntegrityError:
+                        raise Conflict(op.kind, op.id, "it exists already") from None
+                else:
+                    conn.execute(
+                        "INSERT INTO objects (id, kind, project, parent, created_at, data) VALUES (?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT(id) DO UPDATE SET data = excluded.data", values)
+                results.append(None)
+            elif isinstance(op, Update):
+                stored = self._load(conn, op.kind, op.id)
+                reason = matches(stored, op.expect)
+                if reason is not None or stored is None:
+                    raise Conflict(op.kind, op.id, reason or "it does not exist")
+                conn.execute("UPDATE objects SET data = ? WHERE id = ?",
+                             (json.dumps(apply_update(stored, op), separators=(",", ":")), op.id))
                 results.append(None)
             elif isinstance(op, Delete):
+                if op.when is not None and matches(self._load(conn, op.kind, op.id), op.when) is not None:
+                    results.append(None)  # a conditional delete whose condition fails is a no-op
+                    continue
                 conn.execute("DELETE FROM objects WHERE id = ? AND kind = ?", (op.id, op.kind))
                 if op.kind == "run":
                     conn.execute("DELETE FROM events WHERE run_id = ?", (op.id,))
@@ -188,6 +210,11 @@ class SQLiteStore(MetadataStore):
             else:  # pragma: no cover - the Op union is closed
                 raise TypeError(f"unknown op {op!r}")
         return results, runs
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, kind: str, object_id: str) -> dict[str, Any] | None:
+        row = conn.execute("SELECT data FROM objects WHERE id = ? AND kind = ?", (object_id, kind)).fetchone()
+        return json.loads(row[0]) if row else None
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -307,13 +334,14 @@ class SQLiteStore(MetadataStore):
 
 
 class _SerializedPut:
-    __slots__ = ("id", "kind", "project", "parent", "created_at", "data")
+    __slots__ = ("id", "kind", "project", "parent", "created_at", "data", "create_only")
 
     def __init__(self, op: Put) -> None:
         self.id = op.obj["id"]
         self.kind = op.kind
         self.project = op.project
         self.parent = op.parent
+        self.create_only = op.create_only
         self.created_at = int(op.obj.get("created_at") or 0)
         self.data = json.dumps(op.obj, separators=(",", ":"))
 
@@ -321,6 +349,8 @@ class _SerializedPut:
 def _serialize(op: Op) -> Any:
     if isinstance(op, Put):
         return _SerializedPut(op)
+    if isinstance(op, Update):  # a snapshot: the caller may go on changing its dicts
+        return Update(op.kind, op.id, json.loads(json.dumps(op.fields)), dict(op.add), copy.deepcopy(op.expect))
     if isinstance(op, AppendEvent) and not isinstance(op.data, str):
         return AppendEvent(op.run_id, op.event, json.dumps(op.data, separators=(",", ":")))
     return op
