@@ -1,32 +1,40 @@
 """Status changes of vector store files, with the store's and batch's counters kept in step.
 
 Every change of a file's status (or its removal) is one atomic write of the file, its store
-and its batch, made under a per-store lock so concurrent ingestions never lose a count.
-This is the only place that writes counters.
+and its batch: a compare-and-set on the file and increments of the counters, held by the
+store, so concurrent ingestions never lose a count. Only this module and the adding of
+files in the service move counters.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from spindle.ids import now
-from spindle.store.base import Delete, MetadataStore, Op, Put
-from spindle.vector_stores.objects import apply_transition, is_expired, refresh_expiry
+from spindle.store.base import (
+    MISSING,
+    Conflict,
+    Delete,
+    MetadataStore,
+    Op,
+    Update,
+    diff_update,
+    retry_on_conflict,
+)
+from spindle.vector_stores.objects import is_expired, refresh_expiry
 
 _TOUCH_EVERY_S = 60
 
 
 class Ledger:
+    """Every write here is a conditional store write: a file moves only from the status it
+    was read in (and only for the ingestion attempt that read it), and the counters of its
+    store and batch move with it as increments, so concurrent ingestions — in this process or
+    another — never lose a count. A conflict means another writer moved the file first: read
+    again and decide again."""
+
     def __init__(self, store: MetadataStore) -> None:
         self.store = store
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def lock(self, store_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(store_id, asyncio.Lock())
-
-    def forget(self, store_id: str) -> None:
-        self._locks.pop(store_id, None)
 
     async def change(
         self,
@@ -42,37 +50,43 @@ class Ledger:
     ) -> dict[str, Any] | None:
         """Move a stored file to ``status`` (``None`` = delete it). Returns the file as
         written, or ``None`` when it is gone or not in one of the ``expect`` statuses."""
-        async with self.lock(store_id):
+        async def once() -> dict[str, Any] | None:
             obj = await self.store.get("vector_store_file", file_key, None)
-            vs = await self.store.get("vector_store", store_id, None)
-            if obj is None or vs is None or (expect is not None and obj["status"] not in expect):
+            if obj is None or (expect is not None and obj["status"] not in expect):
                 return None
             if attempt is not None and obj.get("_attempt") != attempt:
                 return None  # re-added since this ingestion started: its result is stale
-            project_parent = await self.store.locate("vector_store", store_id)
-            project = project_parent[0] if project_parent else "default"
-            ops: list[Op] = []
             old_status, old_usage = obj["status"], int(obj.get("usage_bytes") or 0)
-            apply_transition(vs["file_counts"], old_status, status)
-            batch = await self.store.get("vector_store_file_batch", obj["_batch_id"], None) if obj.get("_batch_id") else None
-            if batch is not None:
-                apply_transition(batch["file_counts"], old_status, status)
-                ops.append(Put("vector_store_file_batch", batch, project, parent=store_id))
+            counts = transition(old_status, status)
+            ops: list[Op] = []
+            guard = {"status": old_status, "_attempt": obj.get("_attempt", MISSING)}
             if status is None:
-                vs["usage_bytes"] = max(0, int(vs["usage_bytes"]) - old_usage)
+                ops.append(Update("vector_store_file", file_key, expect=guard))
                 ops.append(Delete("vector_store_file", file_key))
+                usage_delta = -old_usage
             else:
-                obj["status"] = status
-                obj["last_error"] = last_error
+                fields: dict[str, Any] = {"status": status, "last_error": last_error, **(extra or {})}
+                usage_delta = 0
                 if usage_bytes is not None:
-                    obj["usage_bytes"] = usage_bytes
-                    vs["usage_bytes"] = max(0, int(vs["usage_bytes"]) - old_usage + usage_bytes)
-                if extra:
-                    obj.update(extra)
-                ops.append(Put("vector_store_file", obj, project, parent=store_id))
-            ops.append(Put("vector_store", vs, project))
-            await self.store.write(ops)
+                    fields["usage_bytes"] = usage_bytes
+                    usage_delta = usage_bytes - old_usage
+                ops.append(Update("vector_store_file", file_key, fields=fields, expect=guard))
+                obj.update(fields)
+            store_add = dict(counts)
+            if usage_delta:
+                store_add["usage_bytes"] = usage_delta
+            ops.append(Update("vector_store", store_id, add=store_add))
+            if obj.get("_batch_id") and await self.store.get("vector_store_file_batch", obj["_batch_id"], None):
+                ops.append(Update("vector_store_file_batch", obj["_batch_id"], add=counts))
+            try:
+                await self.store.write(ops)
+            except Conflict as exc:
+                if exc.kind == "vector_store":
+                    return None  # the store was deleted meanwhile
+                raise
             return obj
+
+        return await retry_on_conflict(once)
 
     async def touch(self, project: str, store_id: str) -> dict[str, Any] | None:
         """Move ``last_active_at`` to now (and ``expires_at`` with it); unexpired stores only.
@@ -82,13 +96,22 @@ class Ledger:
         vs = await self.store.get("vector_store", store_id, project)
         if vs is None or is_expired(vs) or now() - int(vs.get("last_active_at") or 0) < _TOUCH_EVERY_S:
             return vs
-        async with self.lock(store_id):
-            vs = await self.store.get("vector_store", store_id, project)
-            if vs is None:
-                return None
-            if is_expired(vs):
-                return vs
-            vs["last_active_at"] = now()
-            refresh_expiry(vs)
-            await self.store.write([Put("vector_store", vs, project)])
-            return vs
+        before = dict(vs)
+        vs["last_active_at"] = now()
+        refresh_expiry(vs)
+        try:
+            await self.store.write([diff_update("vector_store", before, vs)])
+        except Conflict:
+            return None  # deleted meanwhile
+        return vs
+
+
+def transition(old: str | None, new: str | None) -> dict[str, int]:
+    """Counter increments (``Update.add`` paths) for one file moving from ``old`` to ``new``
+    (``None`` = absent)."""
+    delta: dict[str, int] = {}
+    for status, step in ((old, -1), (new, 1)):
+        if status is not None:
+            for key in (status, "total"):
+                delta[f"file_counts.{key}"] = delta.get(f"file_counts.{key}", 0) + step
+    return {k: v for k, v in delta.items() if v}

@@ -8,6 +8,7 @@ endpoint and the file_search tool. Objects live in the metadata store; index fil
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from typing import Any
@@ -19,11 +20,24 @@ from spindle.retrieval.embedding import get_embedder
 from spindle.retrieval.index.store import StoreIndex
 from spindle.retrieval.settings import RetrievalSettings
 from spindle.runtime import Runtime
-from spindle.store.base import Delete, DeleteChildren, ListQuery, Op, Page, Put
+from spindle.store.base import (
+    MISSING,
+    Conflict,
+    Delete,
+    DeleteChildren,
+    ListQuery,
+    Op,
+    Page,
+    Put,
+    Update,
+    apply_update,
+    diff_update,
+    retry_on_conflict,
+)
 from spindle.vector_stores import objects as obj_
 from spindle.vector_stores.indexes import IndexRegistry, StoreDropped
 from spindle.vector_stores.ingestion import IngestWorker
-from spindle.vector_stores.ledger import Ledger
+from spindle.vector_stores.ledger import Ledger, transition
 from spindle.vector_stores.requests import chunking
 from spindle.vector_stores.searching import StoreSearch
 
@@ -70,30 +84,33 @@ class VectorStoreService:
         await self._check_files(project, entries, param, existing=0)
         vs = obj_.new_store(new_id("vs_"), name, metadata, expires_after, now())
         ops: list[Op] = [Put("vector_store", vs, project)]
-        ops += self._add_ops(project, vs, entries, batch=None)
+        ops += self._add_ops(project, vs, entries, batch=None, stored=False)
         await self.store.write(ops)
         self._enqueue(vs["id"], entries)
         return vs
 
     async def modify_store(self, project: str, store_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        async with self.ledger.lock(store_id):
-            vs = await self.get_store(project, store_id)
-            if "name" in changes and changes["name"] is not None:
-                vs["name"] = changes["name"]
-            if changes.get("metadata") is not None:
-                vs["metadata"] = changes["metadata"]
-            if "expires_after" in changes:
-                vs["expires_after"] = changes["expires_after"]
-                obj_.refresh_expiry(vs)
-            await self.store.write([Put("vector_store", vs, project)])
-            return vs
+        before = await self.get_store(project, store_id)
+        vs = copy.deepcopy(before)
+        if "name" in changes and changes["name"] is not None:
+            vs["name"] = changes["name"]
+        if changes.get("metadata") is not None:
+            vs["metadata"] = changes["metadata"]
+        if "expires_after" in changes:
+            vs["expires_after"] = changes["expires_after"]
+            obj_.refresh_expiry(vs)
+        # Only the changed fields: ingestion may be moving the counters at the same time.
+        try:
+            await self.store.write([diff_update("vector_store", before, vs)])
+        except Conflict:
+            raise NotFoundError(f"No vector store found with id '{store_id}'.", param="vector_store_id") from None
+        return await self.get_store(project, store_id)
 
     async def delete_store(self, project: str, store_id: str) -> dict[str, Any]:
         await self.get_store(project, store_id)
         await self.store.write([DeleteChildren("vector_store_file", store_id),
                                 DeleteChildren("vector_store_file_batch", store_id), Delete("vector_store", store_id)])
         await self.indexes.drop(store_id)
-        self.ledger.forget(store_id)
         return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
 
     async def list_stores(self, query: ListQuery) -> Page:
@@ -120,24 +137,38 @@ class VectorStoreService:
                 f"{new:,} more were requested.", param=param, code="too_many_files")
 
     def _add_ops(self, project: str, vs: dict[str, Any], entries: list[Entry], batch: dict[str, Any] | None,
-                 previous: dict[str, dict[str, Any]] | None = None) -> list[Op]:
-        """Ops writing new ``in_progress`` files (replacing earlier copies) and the counts."""
+                 previous: dict[str, dict[str, Any]] | None = None, stored: bool = True) -> list[Op]:
+        """Ops writing new ``in_progress`` files (replacing earlier copies) and the counts.
+
+        For a stored ``vs`` the counters move by increments and a replaced copy must still be
+        as it was read; a new one (``stored=False``) is written whole by the caller."""
         ops: list[Op] = []
         created = now()
+        adds: dict[str, int] = {}
         for file_id, attributes, strategy in entries:
             old = (previous or {}).get(file_id)
+            steps = [transition(None, "in_progress")]
             if old is not None:
-                obj_.apply_transition(vs["file_counts"], old["status"], None)
-                vs["usage_bytes"] = max(0, int(vs["usage_bytes"]) - int(old.get("usage_bytes") or 0))
+                steps.append(transition(old["status"], None))
+                adds["usage_bytes"] = adds.get("usage_bytes", 0) - int(old.get("usage_bytes") or 0)
+                ops.append(Update("vector_store_file", old["id"], expect={
+                    "status": old["status"], "_attempt": old.get("_attempt", MISSING)}))
+            for step in steps:
+                for key, value in step.items():
+                    adds[key] = adds.get(key, 0) + value
             item = obj_.new_file(vs["id"], file_id, strategy.to_object(), attributes,
                                  batch["id"] if batch else None, created)
-            obj_.apply_transition(vs["file_counts"], None, "in_progress")
             if batch is not None:
                 obj_.apply_transition(batch["file_counts"], None, "in_progress")
-            ops.append(Put("vector_store_file", item, project, parent=vs["id"]))
+            # A first copy is created only if no racing request created it first.
+            ops.append(Put("vector_store_file", item, project, parent=vs["id"], create_only=old is None))
         if batch is not None:
             ops.append(Put("vector_store_file_batch", batch, project, parent=vs["id"]))
-        ops.append(Put("vector_store", vs, project))
+        adds = {k: v for k, v in adds.items() if v}
+        if stored:
+            ops.append(Update("vector_store", vs["id"], add=adds))
+        # A new store's own Put carries the counts; for a stored one this is what is returned.
+        vs.update(apply_update(vs, Update("vector_store", vs["id"], add=adds)))
         return ops
 
     def _enqueue(self, store_id: str, entries: list[Entry]) -> None:
@@ -148,7 +179,8 @@ class VectorStoreService:
                           batch: bool) -> dict[str, Any]:
         """Attach files (one, or a batch); returns the file or the batch object."""
         entries = list({e[0]: e for e in entries}.values())  # a file listed twice is added once
-        async with self.ledger.lock(store_id):
+
+        async def attempt() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, list[Op]]:
             vs = await self.get_store(project, store_id)
             if obj_.is_expired(vs):
                 raise InvalidRequestError(f"Vector store {store_id} has expired; create a new one.",
@@ -162,7 +194,16 @@ class VectorStoreService:
             await self._check_files(project, entries, param, existing)
             batch_obj = obj_.new_batch(new_id("vsfb_"), store_id, now()) if batch else None
             ops = self._add_ops(project, vs, entries, batch_obj, previous)
-            await self.store.write(ops)
+            try:
+                await self.store.write(ops)
+            except Conflict as exc:
+                if exc.kind == "vector_store":
+                    raise NotFoundError(f"No vector store found with id '{store_id}'.",
+                                        param="vector_store_id") from None
+                raise  # a racing add or an ingestion moved one of these files: read again
+            return vs, previous, batch_obj, ops
+
+        _vs, previous, batch_obj, ops = await retry_on_conflict(attempt)
         if previous:  # re-added files are re-ingested from scratch
             index = await self._index(store_id)
             await self.indexes.run_io(lambda: [index.delete_file(fid) for fid in previous])
@@ -179,10 +220,13 @@ class VectorStoreService:
         return item
 
     async def update_file(self, project: str, store_id: str, file_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
-        async with self.ledger.lock(store_id):
-            item = await self.get_file(project, store_id, file_id)
-            item["attributes"] = attributes
-            await self.store.write([Put("vector_store_file", item, project, parent=store_id)])
+        item = await self.get_file(project, store_id, file_id)
+        item["attributes"] = attributes
+        try:
+            await self.store.write([Update("vector_store_file", item["id"], fields={"attributes": attributes})])
+        except Conflict:
+            raise NotFoundError(f"No file found with id '{file_id}' in vector store '{store_id}'.",
+                                param="file_id") from None
         index = await self._index(store_id)
         await self.indexes.run_io(lambda: index.set_attributes(file_id, attributes))
         return item
@@ -213,12 +257,9 @@ class VectorStoreService:
                                         parent=store_id)
         for item in pending:
             await self.ledger.change(store_id, item["id"], status="cancelled", expect=("in_progress",))
-        async with self.ledger.lock(store_id):
-            batch = await self.get_batch(project, store_id, batch_id)
-            if pending:  # a batch that had already finished stays completed
-                batch["status"] = "cancelled"
-                await self.store.write([Put("vector_store_file_batch", batch, project, parent=store_id)])
-        return batch
+        if pending:  # a batch that had already finished stays completed
+            await self.store.write([Update("vector_store_file_batch", batch_id, fields={"status": "cancelled"})])
+        return await self.get_batch(project, store_id, batch_id)
 
     # -- hooks the rest of Spindle calls ---------------------------------------------------
     async def create_for_thread(self, project: str, file_ids: list[str], metadata: dict[str, Any] | None = None,
