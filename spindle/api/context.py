@@ -110,7 +110,11 @@ def project_segment_error(keyring: KeyRing, headers: list[tuple[bytes, bytes]], 
     only a valid key of another project gets this error (and it names only that key's project)."""
     if keyring.local_mode:
         return None
-    values = {name.lower(): value.decode("latin-1") for name, value in headers if name.lower() in _AUTH_HEADERS}
+    values: dict[bytes, str] = {}
+    for name, value in headers:
+        # The first of repeated headers, as the route's own key lookup (Starlette) takes it.
+        if name.lower() in _AUTH_HEADERS:
+            values.setdefault(name.lower(), value.decode("latin-1"))
     key = api_key_from_headers(values.get(b"authorization"), values.get(b"api-key"))
     try:
         project = keyring.project_for(key)
@@ -118,8 +122,9 @@ def project_segment_error(keyring: KeyRing, headers: list[tuple[bytes, bytes]], 
         return None
     if project == segment:
         return None
+    shown = segment if len(segment) <= 100 else segment[:100] + "..."  # the URL's length is the client's
     return NotFoundError(
-        f"No project '{segment}' for this key; its project is '{project}' "
+        f"No project '{shown}' for this key; its project is '{project}' "
         f"(use the endpoint .../api/projects/{project}).",
         param="project",
         code="project_not_found",
