@@ -2,7 +2,7 @@
 ``azure-ai-agents`` SDK (1.1.x), pointed at it the two ways its users do.
 
 This tier runs under ``.venv-agents`` (scripts/run_e2e.sh), which holds only azure-ai-agents,
-azure-core, pytest and httpx; the servers are subprocesses started by ``tests/e2e/harness.py``.
+azure-core, pytest and httpx (and pydantic, for pyproject's warning filters); the servers are subprocesses started by ``tests/e2e/harness.py``.
 
 Fixtures:
   upstream       session   harness.Upstream (the scripted chat-completions model)
@@ -17,7 +17,6 @@ Fixtures:
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,48 +27,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 import harness  # noqa: E402
-from azure.ai.agents import AgentsClient  # noqa: E402
-from azure.core.credentials import AccessToken, AzureKeyCredential  # noqa: E402
-from azure.core.pipeline import PipelineRequest  # noqa: E402
-from azure.core.pipeline.policies import AzureKeyCredentialPolicy, SansIOHTTPPolicy  # noqa: E402
+from foundry import KEY, OTHER_KEY, OTHER_PROJECT, PROJECT, AgentsClient, new_client  # noqa: E402
 
-KEY = "sk-agents-alpha"
-PROJECT = "alpha-project"
-OTHER_KEY = "sk-agents-beta"
-OTHER_PROJECT = "beta-project"
 _LOGS = pytest.StashKey[list[tuple[Any, int]]]()
-
-
-class StaticKeyCredential:
-    """A ``TokenCredential`` handing out a Spindle key as the bearer token, as the README shows."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(self.key, int(time.time()) + 3600)
-
-
-class AllowPlainHttp(SansIOHTTPPolicy):  # type: ignore[type-arg]
-    """Per-call policy: lets the bearer-token policy send the token over plain http."""
-
-    def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
-        request.context.options["enforce_https"] = False
-
-
-def new_client(server_url: str, form: str, *, key: str = KEY, auth: str = "bearer",
-               project: str = PROJECT) -> AgentsClient:
-    endpoint = f"{server_url}/api/projects/{project}" if form == "projects" else f"{server_url}/openai"
-    # Retries off: a server error must fail the test at once, not after the SDK's backoff.
-    options: dict[str, Any] = {"retry_total": 0}
-    if auth == "bearer":
-        return AgentsClient(endpoint=endpoint, credential=StaticKeyCredential(key),
-                            per_call_policies=[AllowPlainHttp()], **options)
-    if auth == "api-key":
-        return AgentsClient(endpoint=endpoint, credential=StaticKeyCredential(key),
-                            authentication_policy=AzureKeyCredentialPolicy(AzureKeyCredential(key), "api-key"),
-                            **options)
-    raise ValueError(f"unknown auth {auth!r}")
 
 
 @pytest.fixture(scope="session")

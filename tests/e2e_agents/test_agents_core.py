@@ -11,7 +11,7 @@ import pytest
 from azure.ai.agents import AgentsClient
 from azure.ai.agents.models import ListSortOrder, MessageRole, RunStatus
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
-from conftest import KEY, OTHER_KEY, OTHER_PROJECT, PROJECT
+from foundry import KEY, OTHER_KEY, OTHER_PROJECT, PROJECT
 
 
 def test_agents_create_get_list_update_delete(agents_client: AgentsClient) -> None:

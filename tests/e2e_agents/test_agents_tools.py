@@ -142,7 +142,16 @@ def test_file_search_with_citations_include_and_batches(agents_client: AgentsCli
     batch_files = agents_client.vector_store_file_batches.list_files(vector_store_id=vector_store.id,
                                                                      batch_id=batch.id)
     assert {f.id for f in batch_files} == {f.id for f in extra}
-    assert len(list(agents_client.vector_store_files.list(vector_store_id=vector_store.id))) == 3
+    late = agents_client.files.upload(file=("late.md", b"# Late\nA late memo."), purpose=FilePurpose.AGENTS)
+    attached = agents_client.vector_store_files.create_and_poll(vector_store_id=vector_store.id, file_id=late.id,
+                                                                polling_interval=POLL)
+    assert attached.status == VectorStoreFileStatus.COMPLETED
+    assert len(list(agents_client.vector_store_files.list(vector_store_id=vector_store.id))) == 4
+    agents_client.vector_store_files.delete(vector_store_id=vector_store.id, file_id=late.id)
+    agents_client.files.delete(late.id)
+    assert late.id not in {f.id for f in agents_client.files.list().data}
+    assert agents_client.vector_stores.get(vector_store.id).file_counts.completed == 3
+    assert vector_store.id in {v.id for v in agents_client.vector_stores.list()}
 
     file_search = FileSearchTool(vector_store_ids=[vector_store.id])
     agent = agents_client.create_agent(model="gpt-4o", name="analyst", instructions="Use your knowledge base.",
@@ -165,6 +174,8 @@ def test_file_search_with_citations_include_and_batches(agents_client: AgentsCli
     assert "48,213,772" in results[0].content[0].text
     plain = agents_client.run_steps.get(thread_id=thread.id, run_id=run.id, step_id=steps[0].id)
     assert not plain.step_details.tool_calls[0].file_search.results[0].content  # only with include
+    agents_client.vector_stores.delete(vector_store.id)
+    assert vector_store.id not in {v.id for v in agents_client.vector_stores.list()}
 
 
 class _StreamHandler(AgentEventHandler[None]):
