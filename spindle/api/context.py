@@ -29,6 +29,7 @@ _DEPLOYMENT_RE = re.compile(r"^/openai/deployments/[^/]+(/.*)$")
 _PROJECT_RE = re.compile(r"^/api/projects/([^/]+)(/.*)$")
 # Undated versions: ``v1`` is what azure-ai-agents sends by default (the Assistants v2 shape).
 _UNDATED_V2 = frozenset({"v1"})
+_AUTH_HEADERS = frozenset({b"authorization", b"api-key"})
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,6 @@ def project_segment_error(keyring: KeyRing, headers: list[tuple[bytes, bytes]], 
         param="project",
         code="project_not_found",
     )
-
-
-_AUTH_HEADERS = frozenset({b"authorization", b"api-key"})
 
 
 class AzureRoutingMiddleware:
