@@ -3,6 +3,7 @@
 #   .venv-sdk3   openai==3.52.0  (current SDK)
 #   .venv-sdk140 openai==1.40.8  (what most existing code pins)
 #   .venv-sdk120 openai==1.20.0  (the last SDK speaking the Assistants v1 shape)
+#   .venv-agents azure-ai-agents==1.1.0 + azure-core==1.35.0 (Azure AI Foundry Agents clients)
 # Each holds only the SDK, pytest, pytest-timeout, typing_extensions and httpx: the tests
 # must drive Spindle the way users do, never import it. Idempotent: a venv that already has
 # the right openai version (and pytest) is left alone.
@@ -42,3 +43,28 @@ for spec in "${specs[@]}"; do
     "openai==$version" pytest pytest-timeout typing_extensions "$extra"
   has_version "$venv" "$version" || { echo "$name: openai $version did not install" >&2; exit 1; }
 done
+
+# The Azure AI Foundry Agents tier (tests/e2e_agents): the azure-ai-agents SDK instead of openai.
+# pydantic is there only because pyproject's pytest warning filters name one of its warnings
+# (pytest refuses a filter whose module it cannot import); the tests never use it.
+agents_version="1.1.0"
+agents_core="1.35.0"
+agents_venv="$repo_root/.venv-agents"
+has_agents() {
+  [ -x "$agents_venv/bin/python" ] || return 1
+  "$agents_venv/bin/python" - "$agents_version" "$agents_core" <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import version
+import azure.ai.agents, azure.core, httpx, pydantic, pytest, pytest_timeout  # noqa: F401  all must import
+sys.exit(0 if (version("azure-ai-agents"), version("azure-core")) == (sys.argv[1], sys.argv[2]) else 1)
+EOF
+}
+if has_agents; then
+  echo ".venv-agents: azure-ai-agents $agents_version already installed"
+else
+  echo ".venv-agents: installing azure-ai-agents $agents_version"
+  [ -x "$agents_venv/bin/python" ] || "$python" -m venv "$agents_venv"
+  "$agents_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "azure-ai-agents==$agents_version" "azure-core==$agents_core" pytest pytest-timeout httpx pydantic
+  has_agents || { echo ".venv-agents: azure-ai-agents $agents_version did not install" >&2; exit 1; }
+fi

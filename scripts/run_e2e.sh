@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the end-to-end tier (tests/e2e) under each SDK venv in turn: openai 3.52.0, 1.40.8 and
-# 1.20.0. Creates the venvs first if needed. Extra arguments go to pytest unchanged, e.g.
+# 1.20.0; then the Azure AI Foundry Agents tier (tests/e2e_agents) once under .venv-agents
+# (azure-ai-agents 1.1.x). Creates the venvs first if needed. Extra arguments go to pytest
+# unchanged, e.g.
 #   scripts/run_e2e.sh -k streaming -x
 # Every SDK runs even if an earlier one fails; the exit status is non-zero if any failed.
 set -uo pipefail
@@ -33,6 +35,14 @@ for venv in .venv-sdk3 .venv-sdk140 .venv-sdk120; do
     failed+=("openai $version (exit $status)")
   fi
 done
+
+version="$(.venv-agents/bin/python -c 'from importlib.metadata import version; print(version("azure-ai-agents"))')"
+echo "=== tests/e2e_agents with azure-ai-agents $version (.venv-agents)"
+.venv-agents/bin/python -m pytest tests/e2e_agents -p no:cacheprovider "$@"
+status=$?
+if [ "$status" -ne 0 ] && ! { [ "$status" -eq 5 ] && [ "$filtered" -eq 1 ]; }; then
+  failed+=("azure-ai-agents $version (exit $status)")
+fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "=== e2e FAILED under: ${failed[*]}" >&2

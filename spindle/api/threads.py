@@ -43,6 +43,12 @@ async def create_thread(request: Request, ctx: RequestContext = Depends(request_
     return render(await threads(request).create(ctx.project, body), ctx.shape)
 
 
+@router.get("/threads")
+async def list_threads(request: Request, ctx: RequestContext = Depends(request_context)) -> dict[str, Any]:
+    page = await threads(request).list_threads(ctx.project, page_query(request, "thread", ctx.project))
+    return list_body(render_list(page.items, ctx.shape), page.has_more)
+
+
 @router.get("/threads/{thread_id}")
 async def retrieve_thread(thread_id: str, request: Request, ctx: RequestContext = Depends(request_context)) -> dict[str, Any]:
     return render(await threads(request).get(ctx.project, thread_id), ctx.shape)

@@ -1,4 +1,4 @@
-"""Threads: create (with messages and tool resources, atomically), modify, delete.
+"""Threads: create (with messages and tool resources, atomically), list, modify, delete.
 
 Message attachments meant for file_search land in the thread's vector store, created on
 first use, as OpenAI does.
@@ -7,6 +7,7 @@ first use, as OpenAI does.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 from spindle.engine.runstate import ACTIVE_MARKER_KIND
@@ -17,9 +18,12 @@ from spindle.services.messages import MessageService
 from spindle.services.resources import merge_tool_resources, resolve_tool_resources, vector_stores_of
 from spindle.store.base import (
     MISSING,
+    CursorNotFound,
     Delete,
     DeleteChildren,
+    ListQuery,
     Op,
+    Page,
     Put,
     Update,
     diff_update,
@@ -38,6 +42,17 @@ class ThreadService:
         if obj is None:
             raise NotFoundError(f"No thread found with id '{thread_id}'.", param=param)
         return obj
+
+    async def list_threads(self, project: str, query: ListQuery) -> Page:
+        """One page of ``project``'s threads, in creation order. Whatever the caller's query
+        says about kind, project or parent, only this project's threads are listed."""
+        scoped = dataclasses.replace(query, kind="thread", project=project, parent=None, where={})
+        try:
+            return await self.store.page(scoped)
+        except CursorNotFound as exc:
+            value = scoped.after if exc.param == "after" else scoped.before
+            raise InvalidRequestError(f"Invalid '{exc.param}': no thread with id '{value}' in this list.",
+                                      param=exc.param, code="invalid_value") from None
 
     async def build(self, project: str, raw: dict[str, Any], param: str = "") -> tuple[dict[str, Any], list[Op]]:
         """Validate a thread body and return the thread plus the ops that store it and its
