@@ -34,11 +34,15 @@ _FORCED_RETRIES = 2
 class RunStopped(Exception):
     """The run ended early with ``status`` (failed / incomplete); ``error`` is last_error."""
 
-    def __init__(self, status: str, error: dict[str, Any] | None = None, incomplete: str | None = None) -> None:
+    def __init__(self, status: str, error: dict[str, Any] | None = None, incomplete: str | None = None,
+                 server_fault: bool = True) -> None:
         super().__init__(status)
         self.status = status
         self.error = error
         self.incomplete = incomplete
+        # OpenAI streams an `error` event only when the server failed, not for a run that
+        # failed for its own reasons (a model ignoring a forced tool_choice).
+        self.server_fault = server_fault
 
 
 @dataclass
@@ -236,11 +240,32 @@ class Execution:
             await self._stream_turn(self._request(messages, offer), offer, turn)
             if not offer.forced or any(c.name in offer.required_names for c in turn.calls.values()):
                 break
+            if await self._call_in_models_place(turn, offer):
+                break
             if attempt == _FORCED_RETRIES:
                 raise RunStopped("failed", {"code": "server_error", "message": (
-                    f"The model did not call {sorted(offer.required_names)} although tool_choice required it.")})
+                    f"The model did not call {sorted(offer.required_names)} although tool_choice required it.")},
+                    server_fault=False)
             messages = messages + [{"role": "system", "content": REMINDER.format(names=", ".join(sorted(offer.required_names)))}]
         return await self._after_turn(turn, offer)
+
+    async def _call_in_models_place(self, turn: _Turn, offer: Offer) -> bool:
+        """A forced built-in tool that the model did not call is called by the server itself
+        when the tool can be (file_search: the user's last message is the query); the model
+        then answers from the results on its next turn. False when no forced tool can."""
+        last_user = next((m for m in reversed(self.thread_messages) if m.get("role") == "user"), None)
+        text = " ".join(p["text"]["value"] for p in (last_user or {}).get("content") or [] if p.get("type") == "text")
+        for name in sorted(offer.required_names):
+            builtin = offer.builtin_by_name.get(name)
+            arguments = builtin.forced_call_arguments(self.ctx, name, text) if builtin and self.ctx else None
+            if arguments is None:
+                continue
+            log.info("run %s: the model ignored tool_choice; calling %s itself", self.run["id"], name)
+            turn.held_text.clear()
+            delta = ToolCallDelta(index=max(turn.calls, default=-1) + 1, name=name, arguments=arguments)
+            await self.write(self._on_tool_delta(turn, offer, delta))
+            return True
+        return False
 
     async def _stream_turn(self, request: ChatRequest, offer: Offer, turn: _Turn) -> None:
         async for batch in _coalesced(self.runtime.model.stream(request)):
@@ -488,7 +513,7 @@ class Execution:
         if stop.incomplete is not None:
             self.run["incomplete_details"] = {"reason": stop.incomplete}
         ops = await self._close_open("failed" if stop.status == "failed" else "cancelled")
-        if stop.status == "failed" and stop.error is not None:
+        if stop.status == "failed" and stop.error is not None and stop.server_fault:
             # A failure mid-stream is also an `error` event (an ErrorObject, which the SDK
             # passes to handlers without raising), then the run's own `thread.run.failed`.
             ops.append(AppendEvent(self.run["id"], "error", {

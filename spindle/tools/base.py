@@ -121,6 +121,12 @@ class BuiltinTool(abc.ABC):
         cursor (e.g. characters of code already shown), starting at 0."""
         return None, already_sent
 
+    def forced_call_arguments(self, ctx: RunContext, function_name: str, last_user_text: str) -> str | None:
+        """Arguments for a call the server makes itself when ``tool_choice`` forces this tool
+        and the model does not call it (many local backends ignore ``tool_choice``); ``None``
+        when the tool cannot be called without the model (code, functions)."""
+        return None
+
     def initial_step_tool_call(self, function_name: str) -> dict[str, Any]:
         """The tool_call object shown when the call first appears in a step (without id)."""
         return {"type": self.type, self.type: {}}

@@ -198,6 +198,21 @@ def test_tool_choice_required_fails_when_model_never_complies(client: openai.Ope
     assert upstream.requests()[-1]["tool_choice"] == "required"
 
 
+def test_a_failure_that_is_not_the_servers_has_no_error_event(http: TestClient, client: openai.OpenAI,
+                                                              upstream: UpstreamHandle) -> None:
+    """OpenAI streams `error` only for server errors; a forced function the model never calls
+    ends with `thread.run.failed` alone (SDK 1.109 yields a stray `error` with event=None)."""
+    upstream.script("stubborn stream", [{"content": "no"}])
+    assistant = client.beta.assistants.create(model="m", tools=[WEATHER])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "stubborn stream"}])
+    response = http.post(f"/v1/threads/{thread.id}/runs", headers={"OpenAI-Beta": "assistants=v2"},
+                         json={"assistant_id": assistant.id, "stream": True,
+                               "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})
+    names = [name for name, _ in sse_events(response.text)]
+    assert names[-2:] == ["thread.run.failed", "done"]
+    assert "error" not in names
+
+
 def test_cancel_a_running_run(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
     upstream.script("slow one", [{"content": "a b c d e f g h i j k l m n o p", "chunk_chars": 1, "delay_ms": 100}])
     assistant = client.beta.assistants.create(model="m")

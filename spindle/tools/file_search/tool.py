@@ -28,6 +28,8 @@ DEFAULT_RESULTS = 20
 _MAX_QUERIES = 8
 _POLL_S = 0.25
 
+# A forced search made by the server uses at most this much of the user's message.
+_FORCED_QUERY_CHARS = 2000
 _SPEC = {
     "type": "function",
     "function": {
@@ -105,6 +107,11 @@ class FileSearchTool(BuiltinTool):
 
     def instructions(self, ctx: RunContext) -> str | None:
         return _INSTRUCTIONS
+
+    def forced_call_arguments(self, ctx: RunContext, function_name: str, last_user_text: str) -> str | None:
+        # What the model would most likely have searched for: the user's own words.
+        query = " ".join(last_user_text.split())[:_FORCED_QUERY_CHARS]
+        return json.dumps({"queries": [query]}) if query else None
 
     async def prepare(self, ctx: RunContext) -> None:
         assistant_ids, thread_ids = store_ids(ctx)
