@@ -49,7 +49,7 @@ async def create_thread_and_run(request: Request, ctx: RequestContext = Depends(
     validate(ThreadFields, thread_body, prefix="thread.")
     run = await runs(request).create_thread_and_run(ctx.project, thread_body, fields, include)
     if fields.get("stream"):
-        return event_stream(runtime_of(request), run)
+        return event_stream(runtime_of(request), run, ctx.shape)
     return _run_response(request, run, ctx)
 
 
@@ -58,7 +58,7 @@ async def create_run(thread_id: str, request: Request, ctx: RequestContext = Dep
     fields = dump(validate(RunFields, await json_body(request)))
     run = await runs(request).create(ctx.project, thread_id, fields, _include(request))
     if fields.get("stream"):
-        return event_stream(runtime_of(request), run)
+        return event_stream(runtime_of(request), run, ctx.shape)
     return _run_response(request, run, ctx)
 
 
@@ -100,7 +100,7 @@ async def submit_tool_outputs(thread_id: str, run_id: str, request: Request,
     assert engine is not None
     seq = await engine.submit_tool_outputs(ctx.project, run, [o.model_dump() for o in body.tool_outputs])
     if body.stream:
-        return event_stream(runtime_of(request), run, after_seq=seq)
+        return event_stream(runtime_of(request), run, ctx.shape, after_seq=seq)
     return _run_response(request, run, ctx)
 
 

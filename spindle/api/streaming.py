@@ -9,6 +9,8 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
+from spindle.api.context import ApiShape
+from spindle.api.shapes import render_event_data
 from spindle.engine.events import sse_error_frame, sse_frame
 from spindle.runtime import Runtime
 from spindle.services.runs import INCLUDE_VALUES, shape_step
@@ -26,14 +28,15 @@ def _filtered(item: StoredEvent, include: list[str]) -> StoredEvent:
     return StoredEvent(item.seq, item.event, json.dumps(shape_step(step, include), separators=(",", ":")))
 
 
-def event_stream(runtime: Runtime, run: dict[str, Any], after_seq: int = 0) -> StreamingResponse:
+def event_stream(runtime: Runtime, run: dict[str, Any], shape: ApiShape, after_seq: int = 0) -> StreamingResponse:
     run_id = run["id"]
     include = list(run.get("_include") or [])
 
     async def frames() -> AsyncIterator[bytes]:
         try:
             async for item in runtime.events.follow(run_id, after_seq):
-                yield sse_frame(_filtered(item, include))
+                item = _filtered(item, include)
+                yield sse_frame(StoredEvent(item.seq, item.event, render_event_data(item.data, shape)))
         except Exception:  # our bug; the client still gets a well-formed end
             log.exception("stream of run %s failed", run_id)
             yield sse_error_frame("The server had an error while streaming this run.")

@@ -38,6 +38,9 @@ def new_run(*, thread_id: str, assistant: dict[str, Any], fields: dict[str, Any]
         "parallel_tool_calls": fields["parallel_tool_calls"] if fields.get("parallel_tool_calls") is not None else True,
         "reasoning_effort": fields.get("reasoning_effort") or assistant.get("reasoning_effort"),
         "_include": list(fields.get("_include") or []),
+        # v1's run.file_ids: the files the assistant had (shown to v1 clients only).
+        "file_ids": list(assistant.get("_file_ids") or
+                         ((assistant.get("tool_resources") or {}).get("code_interpreter") or {}).get("file_ids") or []),
     }
 
 

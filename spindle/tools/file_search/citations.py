@@ -32,18 +32,29 @@ def citation_map(calls: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-def find_citations(text: str, mapping: dict[str, str]) -> list[dict[str, Any]]:
+def quote_map(calls: list[dict[str, Any]]) -> dict[str, str]:
+    """``"turn:i" -> the cited chunk's text`` (v1 clients' ``file_citation.quote``)."""
+    out: dict[str, str] = {}
+    for call in calls:
+        if call.get("type") == "file_search":
+            out.update(call.get("_quotes") or {})
+    return out
+
+
+def find_citations(text: str, mapping: dict[str, str], quotes: dict[str, str] | None = None) -> list[dict[str, Any]]:
     found = []
     for match in MARKER.finditer(text):
-        file_id = mapping.get(f"{match.group(1)}:{match.group(2)}")
+        key = f"{match.group(1)}:{match.group(2)}"
+        file_id = mapping.get(key)
         if file_id is None:
             continue
+        # The quote is stored for v1 clients; the v2 shape leaves it out (api.shapes).
         found.append({
             "type": "file_citation",
             "text": match.group(0),
             "start_index": match.start(),
             "end_index": match.end(),
-            "file_citation": {"file_id": file_id},
+            "file_citation": {"file_id": file_id, "quote": (quotes or {}).get(key, "")},
         })
     return found
 

@@ -28,6 +28,8 @@ DEFAULT_RESULTS = 20
 _MAX_QUERIES = 8
 _POLL_S = 0.25
 
+# v1 clients' file_citation.quote: the start of the cited chunk.
+_QUOTE_CHARS = 1000
 # A forced search made by the server uses at most this much of the user's message.
 _FORCED_QUERY_CHARS = 2000
 _SPEC = {
@@ -151,7 +153,9 @@ class FileSearchTool(BuiltinTool):
         hits = _merge(per_query, max_results)
         turn = sum(1 for c in ctx.completed_calls if c.get("type") == "file_search")
         mapping = {f"{turn}:{i}": hit.file_id for i, hit in enumerate(hits)}
+        quotes = {f"{turn}:{i}": hit.text[:_QUOTE_CHARS] for i, hit in enumerate(hits)}
         ctx.scratch.setdefault("file_search_citations", {}).update(mapping)
+        ctx.scratch.setdefault("file_search_quotes", {}).update(quotes)
         # Content is always stored: a later steps.list/retrieve may ask for it with include[];
         # the API layer (services.runs.shape_step) drops it from responses that did not ask.
         results = [{"file_id": hit.file_id, "file_name": hit.filename, "score": round(hit.score, 6),
@@ -160,13 +164,15 @@ class FileSearchTool(BuiltinTool):
             output=_render(turn, queries, hits),
             step_tool_call={"type": "file_search", "file_search": {"ranking_options": step_options,
                                                                    "results": results},
-                            "_citations": mapping, "_searched_at": now()},
+                            "_citations": mapping, "_quotes": quotes, "_searched_at": now()},
         )
 
     def annotate(self, ctx: RunContext, text: str) -> list[dict[str, Any]]:
         mapping = citations.citation_map(ctx.completed_calls)
         mapping.update(ctx.scratch.get("file_search_citations") or {})
-        return citations.find_citations(text, mapping)
+        quotes = citations.quote_map(ctx.completed_calls)
+        quotes.update(ctx.scratch.get("file_search_quotes") or {})
+        return citations.find_citations(text, mapping, quotes)
 
     def pending_marker(self, text: str) -> int | None:
         return citations.pending(text)
