@@ -23,7 +23,7 @@ VPIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${VPIP[@]}" -c requirements.lock -e ".[search,test]"
 
 # Subsystem host set-up (Debian packages, the sandbox's own Python, the tokenizer's ranks).
-for part in setup_sandbox.sh setup_retrieval.sh; do
+for part in setup_sandbox.sh setup_retrieval.sh setup_postgres.sh; do
   if [[ -f "scripts/$part" ]]; then
     bash "scripts/$part"
   fi

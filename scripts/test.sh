@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything, then runs both test tiers:
-#   1. in-process tests (real app, real SQLite, real sandbox and index, scripted upstream)
+#   1. in-process tests (real app, real SQLite, real sandbox and index, scripted upstream),
+#      and the API part of them again on PostgreSQL
 #   2. end-to-end tests: the real server driven by the official SDK 3.x, 1.40.x and 1.20.0
 # Exits non-zero when anything fails; ends with one "N passed, N failed" line.
 set -uo pipefail
@@ -16,6 +17,11 @@ status=0
 .venv/bin/mypy spindle || status=1
 .venv/bin/python -m pytest tests/unit tests/upstream $(ls -d tests/sandbox tests/retrieval tests/security 2>/dev/null) \
   -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/inprocess.log" || status=1
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+# The in-process API tiers again, with the metadata in PostgreSQL (throwaway servers, tests/pgserver.py).
+SPINDLE_TEST_DATABASE=postgres .venv/bin/python -m pytest tests/unit tests/security/test_concurrency.py \
+  tests/security/test_counters.py tests/retrieval/test_api.py tests/retrieval/test_tool.py \
+  tests/retrieval/test_forced_search.py -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/postgres.log" || status=1
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 bash scripts/run_e2e.sh -q "$@" 2>&1 | tee "$LOG_DIR/e2e.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

@@ -25,7 +25,7 @@ from spindle.services.runs import RunService
 from spindle.services.threads import ThreadService
 from spindle.settings import Settings
 from spindle.store.blobs import LocalBlobStore
-from spindle.store.sqlite import SQLiteStore
+from spindle.store.factory import metadata_store
 from spindle.tools import build_tools
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     server = settings.server
     data_dir = server.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(data_dir / "spindle.db")
+    store = metadata_store(server)
     await store.open()
     blobs = LocalBlobStore(data_dir / "files")
     blobs.open_sync()

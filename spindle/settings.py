@@ -23,6 +23,9 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPINDLE_", extra="ignore")
 
     data_dir: Path = Field(Path("./spindle-data"), description="Where the SQLite database and file bytes live.")
+    database_url: str = Field(
+        "", description="Metadata store: empty = the embedded SQLite in the data dir; "
+                        "`postgresql://user:pass@host:5432/db` = PostgreSQL.")
     host: str = Field("127.0.0.1", description="Address to bind. Non-loopback needs SPINDLE_API_KEYS.")
     port: int = Field(8000, description="Port to listen on.")
     api_keys: str = Field(

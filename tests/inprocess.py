@@ -3,7 +3,10 @@ Starlette's TestClient (an httpx client, so the official SDK can use it directly
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +16,31 @@ from fastapi.testclient import TestClient
 from spindle.app import create_app
 from spindle.sandbox.settings import SandboxSettings
 from spindle.settings import ServerSettings, Settings
+from spindle.store.factory import metadata_store
+from tests.pgserver import PostgresServer
 from tests.upstream.server import UpstreamHandle
 
 AppFactory = Callable[..., TestClient]
+_PG: list[PostgresServer] = []
+
+
+def test_database_url() -> str:
+    """A new database on the tier's PostgreSQL server (started on first use, stopped at exit)."""
+    if not _PG:
+        _PG.append(PostgresServer().start())
+        atexit.register(_PG[0].stop)
+    return _PG[0].create_database("t_" + secrets.token_hex(6))
+
+
+async def read_run_events(http: TestClient, run_id: str) -> list[tuple[str, str]]:
+    """A run's event log as the store holds it, read through a second store object on the
+    app's own database (SQLite or PostgreSQL): what every stream of the run replays."""
+    store = metadata_store(http.app.state.runtime.settings.server)  # type: ignore[attr-defined]
+    await store.open()
+    try:
+        return [(e.event, e.data) for e in await store.read_events(run_id, limit=100_000)]
+    finally:
+        await store.close()
 
 
 @contextlib.contextmanager
@@ -23,11 +48,15 @@ def app_factory(data_dir: Path, upstream: UpstreamHandle, *, sandbox: SandboxSet
                 **defaults: Any) -> Iterator[AppFactory]:
     """Yields ``factory(**server_overrides)``; every app it started is closed on exit.
 
-    ``sandbox=None`` reads the sandbox settings from the environment."""
+    ``sandbox=None`` reads the sandbox settings from the environment. With
+    ``SPINDLE_TEST_DATABASE=postgres`` the apps keep their metadata in a fresh PostgreSQL
+    database (one per factory, so a restarted app finds its data) instead of SQLite."""
     opened: list[TestClient] = []
+    database = {"database_url": test_database_url()} if os.environ.get("SPINDLE_TEST_DATABASE") == "postgres" else {}
 
     def factory(**overrides: Any) -> TestClient:
-        values: dict[str, Any] = {"data_dir": data_dir, "llm_base_url": upstream.base_url, **defaults, **overrides}
+        values: dict[str, Any] = {"data_dir": data_dir, "llm_base_url": upstream.base_url, **database, **defaults,
+                                  **overrides}
         settings = Settings(server=ServerSettings(**values), sandbox=sandbox or SandboxSettings())
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()

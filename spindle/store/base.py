@@ -201,6 +201,11 @@ class CursorNotFound(Exception):
 class MetadataStore(abc.ABC):
     """Objects and run event logs. All methods are safe to call concurrently."""
 
+    # Set by the app to the event log's ``notify``: called on the event loop after each
+    # commit with the events it appended, by run, so live streams in this process get them
+    # without reading them back. Readers in other processes poll ``read_events``.
+    on_commit: Callable[[dict[str, list[StoredEvent]]], None] | None = None
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect and apply schema migrations. Called once at start."""

@@ -307,6 +307,8 @@ class SQLiteStore(MetadataStore):
                     values = list(value)
                     clauses.append(f"json_extract(data, '$.{_field(key)}') IN ({','.join('?' * len(values))})")
                     args.extend(values)
+                elif value is None:  # JSON null and an absent field alike
+                    clauses.append(f"json_extract(data, '$.{_field(key)}') IS NULL")
                 else:
                     clauses.append(f"json_extract(data, '$.{_field(key)}') = ?")
                     args.append(value)

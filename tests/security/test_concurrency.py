@@ -1,13 +1,13 @@
 """Racing requests against the store's invariants, through the real app and the SDK.
 
-The event log is read straight from the SQLite file (WAL allows a second reader): it is what
-every stream replays, so "exactly one step.completed" is checked where it matters.
+The event log is read through a second store object on the app's database: it is what every
+stream replays, so "exactly one step.completed" is checked where it matters.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,14 +17,14 @@ from typing import Any
 import openai
 from fastapi.testclient import TestClient
 
+from tests.inprocess import read_run_events
 from tests.unit.conftest import _fresh_script, client, http, make_app, upstream  # noqa: F401
 from tests.unit.test_runs import WEATHER, wait_status
 from tests.upstream.server import UpstreamHandle
 
 
-def events_of(data_dir: Path, run_id: str) -> list[tuple[str, dict[str, Any]]]:
-    with sqlite3.connect(data_dir / "spindle.db") as conn:
-        rows = conn.execute("SELECT event, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+def events_of(http: TestClient, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+    rows = asyncio.run(read_run_events(http, run_id))
     return [(name, json.loads(data) if data.startswith("{") else {}) for name, data in rows]
 
 
@@ -69,7 +69,7 @@ def test_racing_submit_tool_outputs_exactly_one_wins(http: TestClient, client: o
     assert sorted(statuses) == [200] + [400] * 19, statuses
     done = wait_status(client, thread.id, run.id, {"completed", "failed"})
     assert done.status == "completed"
-    completed = [data for name, data in events_of(tmp_path / "data", run.id)
+    completed = [data for name, data in events_of(http, run.id)
                  if name == "thread.run.step.completed" and data["step_details"]["type"] == "tool_calls"]
     assert len(completed) == 1
     winner = completed[0]["step_details"]["tool_calls"][0]["function"]["output"]
@@ -136,7 +136,7 @@ def test_cancel_racing_tool_outputs_ends_once(http: TestClient, client: openai.O
     statuses = race(10, act)
     assert statuses.count(200) == 1, statuses
     final = wait_status(client, thread.id, run.id, {"completed", "cancelled", "failed", "expired"})
-    terminal = [name for name, _ in events_of(tmp_path / "data", run.id)
+    terminal = [name for name, _ in events_of(http, run.id)
                 if name in ("thread.run.completed", "thread.run.cancelled", "thread.run.failed")]
     assert terminal == [f"thread.run.{final.status}"]
 
@@ -148,5 +148,5 @@ def test_racing_cancels_one_wins(http: TestClient, client: openai.OpenAI, upstre
                                              headers={"OpenAI-Beta": "assistants=v2"}).status_code)
     assert sorted(statuses) == [200] + [400] * 9
     wait_status(client, thread.id, run.id, {"cancelled"})
-    names = [name for name, _ in events_of(tmp_path / "data", run.id)]
+    names = [name for name, _ in events_of(http, run.id)]
     assert names.count("thread.run.cancelling") == 1 and names.count("thread.run.cancelled") == 1

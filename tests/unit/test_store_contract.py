@@ -1,7 +1,8 @@
 """The MetadataStore contract: what every backend must do, parametrized over the backends.
 
-Each test takes a ``store`` opened by the backend's factory below; a new backend (PostgreSQL)
-adds one entry to ``BACKENDS`` and must pass all of it. The conditional writes are the part
+Each test opens a store with the backend's factory below (SQLite in a temp dir; PostgreSQL:
+a fresh database on a throwaway server, tests/pgserver.py); a new backend adds one entry to
+``BACKENDS`` and must pass all of it. The conditional writes are the part
 the services and the run engine rely on for their invariants (a status moves once, one of N
 racing writers wins, counters add up, no update of one field loses another).
 """
@@ -9,7 +10,8 @@ racing writers wins, counters add up, no update of one field loses another).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +22,67 @@ from spindle.store.base import (
     AnyOf,
     AppendEvent,
     Conflict,
+    CursorNotFound,
     Delete,
+    DeleteChildren,
+    ListQuery,
     MetadataStore,
     Put,
     Update,
     diff_update,
     retry_on_conflict,
 )
+from spindle.store.postgres import PostgresStore
 from spindle.store.sqlite import SQLiteStore
+from tests.pgserver import PostgresServer
 
 
-async def _sqlite(tmp: Path) -> MetadataStore:
+async def _sqlite(tmp: Path, _name: str) -> MetadataStore:
     store = SQLiteStore(tmp / "contract.db")
     await store.open()
     return store
 
 
-BACKENDS: dict[str, Callable[[Path], Awaitable[MetadataStore]]] = {"sqlite": _sqlite}
+async def _postgres(_tmp: Path, name: str) -> MetadataStore:
+    store = PostgresStore(_pg().create_database(name))
+    await store.open()
+    return store
+
+
+BACKENDS: dict[str, Callable[[Path, str], Awaitable[MetadataStore]]] = {"sqlite": _sqlite, "postgres": _postgres}
+_SERVER: list[PostgresServer] = []
+
+
+def _pg() -> PostgresServer:
+    if not _SERVER:
+        _SERVER.append(PostgresServer().start())
+    return _SERVER[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_pg() -> Iterator[None]:
+    yield
+    while _SERVER:
+        _SERVER.pop().stop()
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
     factory = BACKENDS[request.param]
+    name = "c_" + secrets.token_hex(6)
 
     def opener() -> Any:
-        return _Opened(factory, tmp_path)
+        return _Opened(factory, tmp_path, name)
 
     return opener
 
 
 class _Opened:
-    def __init__(self, factory: Callable[[Path], Awaitable[MetadataStore]], tmp: Path) -> None:
-        self.factory, self.tmp = factory, tmp
+    def __init__(self, factory: Callable[[Path, str], Awaitable[MetadataStore]], tmp: Path, name: str) -> None:
+        self.factory, self.tmp, self.name = factory, tmp, name
 
     async def __aenter__(self) -> MetadataStore:
-        self.store = await self.factory(self.tmp)
+        self.store = await self.factory(self.tmp, self.name)
         return self.store
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -198,5 +226,105 @@ def test_writes_keep_their_snapshot(open_store: Any) -> None:
             fields["tags"].append("b")
             await pending
             assert (await _stored(store, "s") or {})["tags"] == ["a"]
+
+    run(scenario())
+
+
+def test_pagination_both_orders_and_cursors(open_store: Any) -> None:
+    async def scenario() -> None:
+        async with open_store() as store:
+            for i in range(7):
+                await store.put("thing", {"id": f"t{i}", "created_at": 1, "n": i % 2}, "p1")
+            await store.put("thing", {"id": "other", "created_at": 1}, "p2")
+
+            async def ids(**kw: Any) -> tuple[list[str], bool]:
+                page = await store.page(ListQuery(kind="thing", project="p1", **kw))
+                return [o["id"] for o in page.items], page.has_more
+
+            assert await ids(limit=3) == (["t6", "t5", "t4"], True)
+            assert await ids(limit=3, after="t4") == (["t3", "t2", "t1"], True)
+            assert await ids(limit=3, after="t1") == (["t0"], False)
+            assert await ids(limit=2, order="asc", after="t2") == (["t3", "t4"], True)
+            assert await ids(limit=2, before="t2") == (["t4", "t3"], True)
+            assert await ids(limit=10, order="asc", before="t2") == (["t0", "t1"], False)
+            assert await ids(limit=10, where={"n": 1}) == (["t5", "t3", "t1"], False)
+            with pytest.raises(CursorNotFound):
+                await ids(after="other")  # another project's object is not a cursor here
+
+    run(scenario())
+
+
+def test_write_is_all_or_nothing_and_requests_are_independent(open_store: Any) -> None:
+    async def scenario() -> None:
+        async with open_store() as store:
+            await store.put("thing", {"id": "keep", "created_at": 1}, "p")
+            broken = Put("thing", {"created_at": 1}, "p")  # no id: the op fails
+            with pytest.raises(KeyError):
+                await store.write([Put("thing", {"id": "half", "created_at": 1}, "p"), broken])
+            assert await _stored(store, "half") is None
+            results = await asyncio.gather(store.write([Put("thing", {"id": "a", "created_at": 1}, "p")]),
+                                           store.write([Delete("thing", "keep"), broken]), return_exceptions=True)
+            assert results[0] == [None] and isinstance(results[1], Exception)
+            assert await _stored(store, "a") is not None and await _stored(store, "keep") is not None
+
+    run(scenario())
+
+
+def test_event_log_is_gap_free_and_ordered_under_concurrency(open_store: Any) -> None:
+    async def scenario() -> None:
+        async with open_store() as store:
+            seqs = await store.write([AppendEvent("run_1", "a", {"x": 1}), AppendEvent("run_1", "b", "raw"),
+                                      AppendEvent("run_2", "c", {})])
+            assert seqs == [1, 2, 1]
+            events = await store.read_events("run_1", after_seq=1)
+            assert [(e.seq, e.event, e.data) for e in events] == [(2, "b", "raw")]
+            got = await asyncio.gather(*(store.write([AppendEvent("run_3", "e", {"i": i}),
+                                                      AppendEvent("run_3", "e", {"i": i})]) for i in range(40)))
+            assert sorted(s for pair in got for s in pair) == list(range(1, 81))
+            assert all(b == a + 1 for a, b in got)  # one write's events are adjacent
+            assert [e.seq for e in await store.read_events("run_3", limit=1000)] == list(range(1, 81))
+            assert await store.last_event_seq("run_3") == 80 and await store.last_event_seq("nope") == 0
+
+    run(scenario())
+
+
+def test_scan_filters_locate_scoping_and_deletes(open_store: Any) -> None:
+    async def scenario() -> None:
+        async with open_store() as store:
+            await store.write([
+                Put("run", {"id": "r1", "created_at": 1, "status": "queued", "n": 1, "flag": True,
+                            "deep": {"x": "y"}}, "p1", parent="th1"),
+                Put("run", {"id": "r2", "created_at": 2, "status": "completed", "n": 2, "flag": False,
+                            "tag": None}, "p1", parent="th1"),
+                Put("run", {"id": "r3", "created_at": 3, "status": "in_progress", "n": 3}, "p2", parent="th2"),
+                AppendEvent("r1", "e", {}), AppendEvent("r3", "e", {})])
+
+            async def ids(**kw: Any) -> list[str]:
+                return [o["id"] for o in await store.scan("run", **kw)]
+
+            assert await ids() == ["r1", "r2", "r3"]
+            assert await ids(where={"status": ["queued", "in_progress"]}) == ["r1", "r3"]
+            assert await ids(where={"n": 2}) == ["r2"] and await ids(where={"flag": True}) == ["r1"]
+            assert await ids(where={"flag": False}) == ["r2"] and await ids(where={"deep.x": "y"}) == ["r1"]
+            assert await ids(where={"tag": None}) == ["r1", "r2", "r3"]  # null and absent alike
+            assert await ids(parent="th1", project="p1") == ["r1", "r2"] and await ids(project="p2") == ["r3"]
+            assert await ids(mentions='"in_progress"') == ["r3"]
+            assert await store.get("run", "r3", "p1") is None and await store.get("run", "r3", None) is not None
+            assert await store.locate("run", "r1") == ("p1", "th1") and await store.locate("run", "zz") is None
+            await store.write([Delete("run", "r3")])
+            assert await store.last_event_seq("r3") == 0  # a run's log goes with it
+            await store.write([DeleteChildren("run", "th1")])
+            assert await ids() == [] and await store.last_event_seq("r1") == 0
+
+    run(scenario())
+
+
+def test_text_round_trips_exactly(open_store: Any) -> None:
+    async def scenario() -> None:
+        async with open_store() as store:
+            obj = {"id": "u", "created_at": 1, "text": "nul\u0000 emoji \U0001f600 quote\" back\\ 中文",
+                   "big": 2**62, "float": 0.1, "nested": {"b": [1, {"c": None}]}}
+            await store.put("thing", obj, "p")
+            assert await _stored(store, "u") == obj
 
     run(scenario())

@@ -28,9 +28,10 @@ class MigrationError(RuntimeError):
     pass
 
 
-def load_migrations() -> list[Migration]:
+def load_migrations(package: str | None = None) -> list[Migration]:
+    """The migrations of ``package`` (default: the SQLite ones, beside this module)."""
     found = []
-    for entry in resources.files(__package__).iterdir():
+    for entry in resources.files(package or __package__).iterdir():
         if entry.name.endswith(".sql"):
             version, _, rest = entry.name.partition("_")
             found.append(Migration(int(version), rest.removesuffix(".sql"), entry.read_text()))
@@ -58,7 +59,7 @@ def apply_migrations(conn: sqlite3.Connection, migrations: list[Migration] | Non
         # (isolation_level=None), so DDL is inside the explicit transaction too.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(migration.sql):
+            for statement in statements(migration.sql):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, sha256, applied_at) VALUES (?, ?, ?, ?)",
@@ -72,7 +73,7 @@ def apply_migrations(conn: sqlite3.Connection, migrations: list[Migration] | Non
     return done
 
 
-def _statements(sql: str) -> list[str]:
+def statements(sql: str) -> list[str]:
     """Split a script into statements (our migrations hold no semicolons inside literals)."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,303 @@
+"""The PostgreSQL metadata store (``SPINDLE_DATABASE_URL=postgresql://...``), on psycopg 3's
+async connection pool.
+
+Same contract as the SQLite store (``tests/unit/test_store_contract.py`` runs both): each
+``write`` is one transaction; ``Update`` reads its row ``FOR UPDATE`` and checks ``expect``
+there, so compare-and-set holds across processes; event sequence numbers are gap-free and
+ordered per run because appends to one run's log take a transaction-scoped advisory lock on
+that run. Objects are kept as ``json`` (the text as written), filtered with ``->>``.
+
+Within one process ``on_commit`` hands committed events to the event log, as with SQLite;
+readers in other processes poll (cross-process notification is the multi-process issue's).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from spindle.store.base import (
+    AppendEvent,
+    Conflict,
+    CursorNotFound,
+    Delete,
+    DeleteChildren,
+    ListQuery,
+    MetadataStore,
+    Op,
+    Page,
+    Put,
+    StoredEvent,
+    Update,
+    apply_update,
+    matches,
+)
+from spindle.store.migrations import MigrationError, load_migrations, statements
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 0x5350494E  # "SPIN": one process migrates at a time
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class PostgresStore(MetadataStore):
+    def __init__(self, url: str, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        # Autocommit: a read is one statement; a write opens its own transaction block.
+        self._pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
+                                         kwargs={"autocommit": True})
+        self.on_commit: Callable[[dict[str, list[StoredEvent]]], None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._pool.open(wait=True, timeout=30)
+        async with self._pool.connection() as conn:
+            await self._migrate(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " sha256 TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+            cur = await conn.execute("SELECT version, sha256 FROM schema_migrations")
+            applied = {row[0]: row[1] for row in await cur.fetchall()}
+            for migration in load_migrations("spindle.store.migrations.postgres"):
+                if migration.version in applied:
+                    if applied[migration.version] != migration.sha256:
+                        raise MigrationError(f"migration {migration.version} ({migration.name}) changed after it "
+                                             "was applied; add a new migration instead of editing an old one")
+                    continue
+                for statement in statements(migration.sql):
+                    await conn.execute(statement.encode())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, sha256, applied_at) "
+                    "VALUES (%s, %s, %s, extract(epoch from now())::bigint)",
+                    (migration.version, migration.name, migration.sha256))
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def write(self, ops: Sequence[Op]) -> list[int | None]:
+        if not ops:
+            return []
+        # Serialized before the first await: callers keep changing their dicts afterwards.
+        prepared = [_prepare(op) for op in ops]
+        touched: dict[str, list[StoredEvent]] = {}
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                results = [await self._apply(conn, op, touched) for op in prepared]
+        if touched and self.on_commit is not None:
+            self.on_commit(touched)
+        return results
+
+    async def _apply(self, conn: psycopg.AsyncConnection[Any], op: Any,
+                     touched: dict[str, list[StoredEvent]]) -> int | None:
+        if isinstance(op, _PreparedPut):
+            values = (op.id, op.kind, op.project, op.parent, op.created_at, op.data)
+            if op.create_only:
+                cur = await conn.execute(
+                    "INSERT INTO objects (id, kind, project, parent, created_at, data) VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO NOTHING", values)
+                if cur.rowcount == 0:
+                    raise Conflict(op.kind, op.id, "it exists already")
+            else:
+                await conn.execute(
+                    "INSERT INTO objects (id, kind, project, parent, created_at, data) VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data", values)
+            return None
+        if isinstance(op, Update):
+            stored = await self._load(conn, op.kind, op.id, lock=True)
+            reason = matches(stored, op.expect)
+            if reason is not None or stored is None:
+                raise Conflict(op.kind, op.id, reason or "it does not exist")
+            await conn.execute("UPDATE objects SET data = %s WHERE id = %s", (_dumps(apply_update(stored, op)), op.id))
+            return None
+        if isinstance(op, Delete):
+            if op.when is not None and matches(await self._load(conn, op.kind, op.id, lock=True), op.when) is not None:
+                return None
+            await conn.execute("DELETE FROM objects WHERE id = %s AND kind = %s", (op.id, op.kind))
+            if op.kind == "run":
+                await conn.execute("DELETE FROM events WHERE run_id = %s", (op.id,))
+            return None
+        if isinstance(op, DeleteChildren):
+            if op.kind == "run":
+                await conn.execute("DELETE FROM events WHERE run_id IN (SELECT id FROM objects WHERE kind = 'run' "
+                                   "AND parent = %s)", (op.parent,))
+            await conn.execute("DELETE FROM objects WHERE kind = %s AND parent = %s", (op.kind, op.parent))
+            return None
+        if isinstance(op, AppendEvent):
+            # Appends to one run's log wait for each other: MAX(seq) + 1 stays gap-free and ordered.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (op.run_id,))
+            cur = await conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s", (op.run_id,))
+            row = await cur.fetchone()
+            seq = int(row[0] if row else 0) + 1
+            data = op.data if isinstance(op.data, str) else _dumps(op.data)
+            await conn.execute("INSERT INTO events (run_id, seq, event, data) VALUES (%s, %s, %s, %s)",
+                               (op.run_id, seq, op.event, data))
+            touched.setdefault(op.run_id, []).append(StoredEvent(seq, op.event, data))
+            return seq
+        raise TypeError(f"unknown op {op!r}")  # pragma: no cover - the Op union is closed
+
+    @staticmethod
+    async def _load(conn: psycopg.AsyncConnection[Any], kind: str, object_id: str,
+                    lock: bool = False) -> dict[str, Any] | None:
+        query = "SELECT data::text FROM objects WHERE id = %s AND kind = %s" + (" FOR UPDATE" if lock else "")
+        cur = await conn.execute(query, (object_id, kind))
+        row = await cur.fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _fetch(self, query: sql.Composable | str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, args)  # type: ignore[arg-type]
+            return await cur.fetchall()
+
+    async def get(self, kind: str, object_id: str, project: str | None) -> dict[str, Any] | None:
+        if project is None:
+            rows = await self._fetch("SELECT data::text FROM objects WHERE id = %s AND kind = %s", (object_id, kind))
+        else:
+            rows = await self._fetch("SELECT data::text FROM objects WHERE id = %s AND kind = %s AND project = %s",
+                                     (object_id, kind, project))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def locate(self, kind: str, object_id: str) -> tuple[str, str | None] | None:
+        rows = await self._fetch("SELECT project, parent FROM objects WHERE id = %s AND kind = %s", (object_id, kind))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def page(self, query: ListQuery) -> Page:
+        clauses = ["kind = %s", "project = %s"]
+        args: list[Any] = [query.kind, query.project]
+        if query.parent is not None:
+            clauses.append("parent = %s")
+            args.append(query.parent)
+        for key, value in query.where.items():
+            clause, values = _field_equals(key, value)
+            clauses.append(clause)
+            args.extend(values)
+        descending = query.order == "desc"
+        reverse = False
+        for param, cursor in (("after", query.after), ("before", query.before)):
+            if cursor is None:
+                continue
+            base = " AND ".join(clauses)
+            rows = await self._fetch(f"SELECT seq FROM objects WHERE id = %s AND {base}", [cursor, *args])
+            if not rows:
+                raise CursorNotFound(param)
+            later = (param == "after") != descending
+            clauses.append("seq > %s" if later else "seq < %s")
+            args.append(rows[0][0])
+            if param == "before" and query.after is None:
+                reverse = True
+        walk_desc = descending != reverse
+        rows = await self._fetch(
+            f"SELECT data::text FROM objects WHERE {' AND '.join(clauses)} ORDER BY seq "
+            f"{'DESC' if walk_desc else 'ASC'} LIMIT %s", [*args, query.limit + 1])
+        has_more = len(rows) > query.limit
+        items = [json.loads(r[0]) for r in rows[: query.limit]]
+        if reverse:
+            items.reverse()
+        return Page(items, has_more)
+
+    async def scan(self, kind: str, where: dict[str, Any] | None = None, *, parent: str | None = None,
+                   project: str | None = None, mentions: str | None = None) -> list[dict[str, Any]]:
+        clauses = ["kind = %s"]
+        args: list[Any] = [kind]
+        if mentions is not None:
+            clauses.append("strpos(data::text, %s) > 0")
+            args.append(mentions)
+        if parent is not None:
+            clauses.append("parent = %s")
+            args.append(parent)
+        if project is not None:
+            clauses.append("project = %s")
+            args.append(project)
+        for key, value in (where or {}).items():
+            clause, values = _field_equals(key, value)
+            clauses.append(clause)
+            args.extend(values)
+        rows = await self._fetch(f"SELECT data::text FROM objects WHERE {' AND '.join(clauses)} ORDER BY seq", args)
+        return [json.loads(r[0]) for r in rows]
+
+    async def read_events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        rows = await self._fetch("SELECT seq, event, data FROM events WHERE run_id = %s AND seq > %s ORDER BY seq "
+                                 "LIMIT %s", (run_id, after_seq, limit))
+        return [StoredEvent(r[0], r[1], r[2]) for r in rows]
+
+    async def last_event_seq(self, run_id: str) -> int:
+        rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s", (run_id,))
+        return int(rows[0][0])
+
+
+class _PreparedPut:
+    __slots__ = ("id", "kind", "project", "parent", "created_at", "data", "create_only")
+
+    def __init__(self, op: Put) -> None:
+        self.id = op.obj["id"]
+        self.kind = op.kind
+        self.project = op.project
+        self.parent = op.parent
+        self.created_at = int(op.obj.get("created_at") or 0)
+        self.data = _dumps(op.obj)
+        self.create_only = op.create_only
+
+
+def _prepare(op: Op) -> Any:
+    if isinstance(op, Put):
+        return _PreparedPut(op)
+    if isinstance(op, Update):
+        return Update(op.kind, op.id, json.loads(_dumps(op.fields)), dict(op.add), _copy_expect(op.expect))
+    if isinstance(op, AppendEvent) and not isinstance(op.data, str):
+        return AppendEvent(op.run_id, op.event, _dumps(op.data))
+    return op
+
+
+def _copy_expect(expect: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(expect)
+
+
+def _path(key: str) -> str:
+    # Field names come from our own code, never from requests; refuse anything odd anyway
+    # because they become part of the SQL text.
+    if not key.replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"bad field name {key!r}")
+    return "{" + ",".join(key.split(".")) + "}"
+
+
+def _json_text(value: Any) -> str | None:
+    """How ``->>`` shows a JSON scalar: strings bare, numbers and booleans as JSON, null as NULL."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return _dumps(value)
+
+
+def _field_equals(key: str, value: Any) -> tuple[str, list[Any]]:
+    """A clause testing a top-level (or dotted) JSON field; lists and tuples mean any-of."""
+    target = f"(data #>> '{_path(key)}')"
+    if isinstance(value, (list, tuple, set)):
+        texts = [_json_text(v) for v in value]
+        present = [t for t in texts if t is not None]
+        parts = [f"{target} = ANY(%s)"] if present else []
+        if len(present) < len(texts):
+            parts.append(f"{target} IS NULL")
+        return "(" + (" OR ".join(parts) or "FALSE") + ")", [present] if present else []
+    text = _json_text(value)
+    if text is None:
+        return f"{target} IS NULL", []
+    return f"{target} = %s", [text]
