@@ -18,8 +18,8 @@ status=0
 .venv/bin/python -m pytest tests/unit tests/upstream $(ls -d tests/sandbox tests/retrieval tests/security 2>/dev/null) \
   -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/inprocess.log" || status=1
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-# The in-process API tiers again, with the metadata in PostgreSQL (throwaway servers, tests/pgserver.py).
-SPINDLE_TEST_DATABASE=postgres .venv/bin/python -m pytest tests/unit tests/security/test_concurrency.py \
+# The in-process API tiers again on PostgreSQL + S3 (throwaway servers: tests/pgserver.py, tests/s3server.py).
+SPINDLE_TEST_BACKENDS=postgres+s3 .venv/bin/python -m pytest tests/unit tests/security/test_concurrency.py \
   tests/security/test_counters.py tests/retrieval/test_api.py tests/retrieval/test_tool.py \
   tests/retrieval/test_forced_search.py -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/postgres.log" || status=1
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

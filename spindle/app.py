@@ -24,8 +24,7 @@ from spindle.services.messages import MessageService
 from spindle.services.runs import RunService
 from spindle.services.threads import ThreadService
 from spindle.settings import Settings
-from spindle.store.blobs import LocalBlobStore
-from spindle.store.factory import metadata_store
+from spindle.store.factory import blob_store, metadata_store
 from spindle.tools import build_tools
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     data_dir.mkdir(parents=True, exist_ok=True)
     store = metadata_store(server)
     await store.open()
-    blobs = LocalBlobStore(data_dir / "files")
+    blobs = blob_store(server)
     blobs.open_sync()
     events = EventLog(store)
     store.on_commit = events.notify

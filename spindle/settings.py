@@ -23,6 +23,9 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPINDLE_", extra="ignore")
 
     data_dir: Path = Field(Path("./spindle-data"), description="Where the SQLite database and file bytes live.")
+    blob_url: str = Field(
+        "", description="File bytes: empty = the data dir; `s3://bucket/prefix` = S3 or an S3-compatible store "
+                        "(credentials, region and endpoint from the standard `AWS_*` variables).")
     database_url: str = Field(
         "", description="Metadata store: empty = the embedded SQLite in the data dir; "
                         "`postgresql://user:pass@host:5432/db` = PostgreSQL.")

@@ -18,18 +18,35 @@ from spindle.sandbox.settings import SandboxSettings
 from spindle.settings import ServerSettings, Settings
 from spindle.store.factory import metadata_store
 from tests.pgserver import PostgresServer
+from tests.s3server import S3Server
 from tests.upstream.server import UpstreamHandle
 
 AppFactory = Callable[..., TestClient]
 _PG: list[PostgresServer] = []
 
 
-def test_database_url() -> str:
-    """A new database on the tier's PostgreSQL server (started on first use, stopped at exit)."""
-    if not _PG:
-        _PG.append(PostgresServer().start())
-        atexit.register(_PG[0].stop)
-    return _PG[0].create_database("t_" + secrets.token_hex(6))
+_S3: list[S3Server] = []
+
+
+def backend_settings() -> dict[str, str]:
+    """Server settings for the backends named in ``SPINDLE_TEST_BACKENDS`` (``postgres``,
+    ``s3``, joined by ``+``); their servers start on first use and stop at exit."""
+    wanted = set(filter(None, os.environ.get("SPINDLE_TEST_BACKENDS", "").split("+")))
+    out: dict[str, str] = {}
+    if "postgres" in wanted:
+        if not _PG:
+            _PG.append(PostgresServer().start())
+            atexit.register(_PG[0].stop)
+        out["database_url"] = _PG[0].create_database("t_" + secrets.token_hex(6))
+    if "s3" in wanted:
+        if not _S3:
+            _S3.append(S3Server().start())
+            atexit.register(_S3[0].stop)
+            _S3[0].apply_env()  # boto3 in this process reads the standard AWS_* variables
+        bucket = "t-" + secrets.token_hex(6)
+        _S3[0].create_bucket(bucket)
+        out["blob_url"] = f"s3://{bucket}/files"
+    return out
 
 
 async def read_run_events(http: TestClient, run_id: str) -> list[tuple[str, str]]:
@@ -49,10 +66,11 @@ def app_factory(data_dir: Path, upstream: UpstreamHandle, *, sandbox: SandboxSet
     """Yields ``factory(**server_overrides)``; every app it started is closed on exit.
 
     ``sandbox=None`` reads the sandbox settings from the environment. With
-    ``SPINDLE_TEST_DATABASE=postgres`` the apps keep their metadata in a fresh PostgreSQL
-    database (one per factory, so a restarted app finds its data) instead of SQLite."""
+    ``SPINDLE_TEST_BACKENDS=postgres+s3`` the apps keep their metadata in a fresh PostgreSQL
+    database and their file bytes in a fresh bucket of an S3-protocol server (one of each per
+    factory, so a restarted app finds its data) instead of SQLite and the data dir."""
     opened: list[TestClient] = []
-    database = {"database_url": test_database_url()} if os.environ.get("SPINDLE_TEST_DATABASE") == "postgres" else {}
+    database = backend_settings()
 
     def factory(**overrides: Any) -> TestClient:
         values: dict[str, Any] = {"data_dir": data_dir, "llm_base_url": upstream.base_url, **database, **defaults,

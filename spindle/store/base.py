@@ -254,7 +254,11 @@ class MetadataStore(abc.ABC):
 
 
 class BlobStore(abc.ABC):
-    """File bytes by key. Writes are atomic: a failed write leaves nothing behind."""
+    """File bytes by key. Writes are atomic: a failed write leaves nothing behind. Reading a
+    key that is not there raises ``FileNotFoundError``."""
+
+    def open_sync(self) -> None:
+        """Prepare (directories, connection checks); called once at start."""
 
     @abc.abstractmethod
     async def put_file(self, key: str, source: Path) -> None:

@@ -63,7 +63,10 @@ class LocalBlobStore(BlobStore):
             handle.close()
 
     async def local_path(self, key: str) -> Path:
-        return self._path(key)
+        path = self._path(key)
+        if not path.exists():
+            raise FileNotFoundError(key)
+        return path
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 from spindle.settings import ServerSettings
-from spindle.store.base import MetadataStore
+from spindle.store.base import BlobStore, MetadataStore
 
 
 class StoreConfigError(ValueError):
@@ -34,6 +34,20 @@ def metadata_store(server: ServerSettings) -> MetadataStore:
         return SQLiteStore(Path(path[1:] if path.startswith("//") else path))
     raise StoreConfigError(f"SPINDLE_DATABASE_URL: unsupported scheme {scheme!r}; use postgresql://... or leave it "
                            "empty for the embedded SQLite")
+
+
+def blob_store(server: ServerSettings) -> BlobStore:
+    url = server.blob_url.strip()
+    if not url:
+        from spindle.store.blobs import LocalBlobStore
+
+        return LocalBlobStore(server.data_dir / "files")
+    if urlsplit(url).scheme.lower() == "s3":
+        from spindle.store.s3 import S3BlobStore
+
+        return S3BlobStore(url, server.data_dir)
+    raise StoreConfigError(f"SPINDLE_BLOB_URL: unsupported scheme in {url!r}; use s3://bucket/prefix or leave it "
+                           "empty for the data dir")
 
 
 def describe(url: str) -> str:
