@@ -41,6 +41,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     blobs.open_sync()
     events = EventLog(store)
     store.on_commit = events.notify
+    store.on_remote_commit = events.poke
     model = build_model(server.llm_base_url, server.llm_api_key, server.llm_model_map, server.llm_timeout_s,
                         server.llm_azure_api_version)
     runtime = Runtime(settings=settings, store=store, blobs=blobs, files=FileService(store, blobs), events=events,

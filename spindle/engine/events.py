@@ -22,8 +22,10 @@ DONE = "done"
 TERMINAL_RUN_EVENTS = {"thread.run.completed", "thread.run.failed", "thread.run.cancelled", "thread.run.expired",
                        "thread.run.incomplete", "thread.run.requires_action"}
 
-# Readers in another process are not notified; they re-check this often.
+# Where the store cannot tell about other processes' appends, readers re-check this often.
 _FALLBACK_POLL_S = 0.5
+# Put in a follower's queue by ``poke``: not an event, a cue to read the store.
+_POKE = StoredEvent(-1, "", "")
 
 
 def event(name: str, data: dict[str, Any] | str) -> AppendEvent:
@@ -49,6 +51,12 @@ class EventLog:
         self.store = store
         self._followers: dict[str, set[asyncio.Queue[StoredEvent]]] = defaultdict(set)
 
+    def poke(self, run_ids: set[str]) -> None:
+        """Another process appended to these runs' logs: followers read the store now."""
+        for run_id in run_ids:
+            for queue in self._followers.get(run_id, ()):
+                queue.put_nowait(_POKE)
+
     def notify(self, appended: dict[str, list[StoredEvent]]) -> None:
         """Called by the store after a commit, with the events it appended per run."""
         for run_id, items in appended.items():
@@ -73,6 +81,8 @@ class EventLog:
                         item = await asyncio.wait_for(live.get(), _FALLBACK_POLL_S)
                     except TimeoutError:
                         break  # nothing in memory: look in the store (another writer?)
+                    if item is _POKE:
+                        break  # new events from another process: read them from the store
                     if item.seq <= seq:
                         continue
                     if item.seq != seq + 1:

@@ -203,8 +203,13 @@ class MetadataStore(abc.ABC):
 
     # Set by the app to the event log's ``notify``: called on the event loop after each
     # commit with the events it appended, by run, so live streams in this process get them
-    # without reading them back. Readers in other processes poll ``read_events``.
+    # without reading them back.
     on_commit: Callable[[dict[str, list[StoredEvent]]], None] | None = None
+    # Set by the app to the event log's ``poke``: called with the ids of runs whose logs
+    # another process appended to, by stores that several processes share and that can tell
+    # (PostgreSQL: LISTEN/NOTIFY); followers then read the new events from the store. Where
+    # a store cannot tell, followers poll ``read_events``.
+    on_remote_commit: Callable[[set[str]], None] | None = None
 
     @abc.abstractmethod
     async def open(self) -> None:

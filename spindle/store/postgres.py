@@ -7,15 +7,19 @@ there, so compare-and-set holds across processes; event sequence numbers are gap
 ordered per run because appends to one run's log take a transaction-scoped advisory lock on
 that run. Objects are kept as ``json`` (the text as written), filtered with ``->>``.
 
-Within one process ``on_commit`` hands committed events to the event log, as with SQLite;
-readers in other processes poll (cross-process notification is the multi-process issue's).
+Within one process ``on_commit`` hands committed events to the event log, as with SQLite.
+Across processes every commit that appends events sends ``NOTIFY spindle_events`` (one per
+run, delivered at commit); each process LISTENs on its own connection and hands the run ids
+to ``on_remote_commit``, so a stream served by one process follows a run another executes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,6 +48,7 @@ from spindle.store.migrations import MigrationError, load_migrations, statements
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 0x5350494E  # "SPIN": one process migrates at a time
+_CHANNEL = "spindle_events"
 
 
 def _dumps(value: Any) -> str:
@@ -57,6 +62,10 @@ class PostgresStore(MetadataStore):
         self._pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
                                          kwargs={"autocommit": True})
         self.on_commit: Callable[[dict[str, list[StoredEvent]]], None] | None = None
+        self.on_remote_commit: Callable[[set[str]], None] | None = None
+        # Tells this process's own notifications from other processes'.
+        self._token = secrets.token_hex(8)
+        self._listener: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -64,9 +73,37 @@ class PostgresStore(MetadataStore):
         await self._pool.open(wait=True, timeout=30)
         async with self._pool.connection() as conn:
             await self._migrate(conn)
+        ready = asyncio.get_running_loop().create_future()
+        self._listener = asyncio.create_task(self._listen(ready), name="postgres-listen")
+        await asyncio.wait_for(asyncio.shield(ready), 30)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
         await self._pool.close()
+
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        """Hands the ids of runs other processes appended events to to ``on_remote_commit``;
+        reconnects after a failure (streams poll meanwhile, so nothing is lost)."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {_CHANNEL}")
+                    if not ready.done():
+                        ready.set_result(None)
+                    async for note in conn.notifies():
+                        token, _, run_id = note.payload.partition(" ")
+                        if token != self._token and run_id and self.on_remote_commit is not None:
+                            self.on_remote_commit({run_id})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not ready.done():
+                    ready.set_exception(exc)
+                    return
+                log.warning("event notifications from PostgreSQL stopped (%s); retrying", exc)
+                await asyncio.sleep(1.0)
 
     async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async with conn.transaction():
@@ -100,6 +137,8 @@ class PostgresStore(MetadataStore):
         async with self._pool.connection() as conn:
             async with conn.transaction():
                 results = [await self._apply(conn, op, touched) for op in prepared]
+                for run_id in touched:  # delivered to listeners when (and only if) this commits
+                    await conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, f"{self._token} {run_id}"))
         if touched and self.on_commit is not None:
             self.on_commit(touched)
         return results
