@@ -120,6 +120,17 @@ class StoredEvent:
     data: str  # JSON text, written to the stream as is
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One object with its scoping columns, as ``dump`` yields them (for copying a store)."""
+
+    seq: int
+    kind: str
+    project: str
+    parent: str | None
+    obj: dict[str, Any]
+
+
 @dataclass
 class ListQuery:
     kind: str
@@ -253,6 +264,15 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     async def last_event_seq(self, run_id: str) -> int:
         """The highest sequence number in a run's log (0 when empty)."""
+
+    @abc.abstractmethod
+    async def dump(self, after_seq: int = 0, limit: int = 1000) -> list[StoredObject]:
+        """Every object of every kind and project in insertion order, a page at a time (for
+        ``spindle migrate``; not for serving requests)."""
+
+    @abc.abstractmethod
+    async def event_runs(self) -> list[str]:
+        """The ids of all runs that have events (for ``spindle migrate``)."""
 
     async def put(self, kind: str, obj: dict[str, Any], project: str, parent: str | None = None) -> None:
         await self.write([Put(kind, obj, project, parent)])

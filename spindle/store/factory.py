@@ -50,10 +50,10 @@ def blob_store(server: ServerSettings) -> BlobStore:
                            "empty for the data dir")
 
 
-def describe(url: str) -> str:
-    """The URL for logs and the start banner, password removed."""
+def describe(url: str, empty: str = "embedded SQLite") -> str:
+    """The URL for logs and the start banner, password removed (``empty`` names the default)."""
     if not url.strip():
-        return "embedded SQLite"
+        return empty
     parts = urlsplit(url)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")

@@ -39,6 +39,7 @@ from spindle.store.base import (
     Page,
     Put,
     StoredEvent,
+    StoredObject,
     Update,
     apply_update,
     matches,
@@ -271,6 +272,15 @@ class PostgresStore(MetadataStore):
             args.extend(values)
         rows = await self._fetch(f"SELECT data::text FROM objects WHERE {' AND '.join(clauses)} ORDER BY seq", args)
         return [json.loads(r[0]) for r in rows]
+
+    async def dump(self, after_seq: int = 0, limit: int = 1000) -> list[StoredObject]:
+        rows = await self._fetch("SELECT seq, kind, project, parent, data::text FROM objects WHERE seq > %s "
+                                 "ORDER BY seq LIMIT %s", (after_seq, limit))
+        return [StoredObject(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    async def event_runs(self) -> list[str]:
+        rows = await self._fetch("SELECT DISTINCT run_id FROM events ORDER BY run_id", ())
+        return [r[0] for r in rows]
 
     async def read_events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[StoredEvent]:
         rows = await self._fetch("SELECT seq, event, data FROM events WHERE run_id = %s AND seq > %s ORDER BY seq "

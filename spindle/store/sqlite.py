@@ -33,6 +33,7 @@ from spindle.store.base import (
     Page,
     Put,
     StoredEvent,
+    StoredObject,
     Update,
     apply_update,
     matches,
@@ -314,6 +315,20 @@ class SQLiteStore(MetadataStore):
                     args.append(value)
             sql = f"SELECT data FROM objects WHERE {' AND '.join(clauses)} ORDER BY seq"
             return [json.loads(r[0]) for r in conn.execute(sql, args).fetchall()]
+
+        return await self._read(q)
+
+    async def dump(self, after_seq: int = 0, limit: int = 1000) -> list[StoredObject]:
+        def q(conn: sqlite3.Connection) -> list[StoredObject]:
+            rows = conn.execute("SELECT seq, kind, project, parent, data FROM objects WHERE seq > ? ORDER BY seq LIMIT ?",
+                                (after_seq, limit)).fetchall()
+            return [StoredObject(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+        return await self._read(q)
+
+    async def event_runs(self) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute("SELECT DISTINCT run_id FROM events ORDER BY run_id").fetchall()]
 
         return await self._read(q)
 
