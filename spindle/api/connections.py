@@ -79,18 +79,24 @@ class ConnectionGuard:
         # Connections waiting for a request's headers, oldest first (dicts keep insertion order).
         self.waiting: dict[GuardedHttpToolsProtocol, None] = {}
         self.counts = {"header_timeout": 0, "header_too_large": 0, "body_timeout": 0, "evicted": 0, "refused": 0}
-        self._reported = time.monotonic()
+        self._reported = time.monotonic() - _REPORT_EVERY_S
+        self._flush: asyncio.TimerHandle | None = None
 
     def note(self, what: str) -> None:
-        """Count a closed connection; at most one log line per interval, so an attack cannot flood the log."""
+        """Count a closed connection. Counts are logged at most once per interval (the first at
+        once), so an attack cannot flood the log, and none is lost."""
         self.counts[what] += 1
-        now = time.monotonic()
-        if now - self._reported >= _REPORT_EVERY_S:
-            self._reported = now
-            shown = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in self.counts.items() if v)
-            log.warning("closed connections in the last %.0f s (%s); limit %d connections", _REPORT_EVERY_S,
-                        shown, self.max_connections)
-            self.counts = dict.fromkeys(self.counts, 0)
+        if self._flush is None:
+            delay = max(0.0, self._reported + _REPORT_EVERY_S - time.monotonic())
+            self._flush = asyncio.get_running_loop().call_later(delay, self._report)
+
+    def _report(self) -> None:
+        self._flush = None
+        self._reported = time.monotonic()
+        shown = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in self.counts.items() if v)
+        log.warning("closed connections (%s); %d connections still sending headers, limit %d open", shown,
+                    len(self.waiting), self.max_connections)
+        self.counts = dict.fromkeys(self.counts, 0)
 
     def evict_oldest_waiting(self) -> bool:
         oldest = next(iter(self.waiting), None)

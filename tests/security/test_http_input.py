@@ -105,6 +105,23 @@ def test_a_stored_lone_surrogate_cannot_break_a_list(http: TestClient, client: o
     assert again.status_code == 200 and again.json()["content"] == reply["content"]
 
 
+def test_a_vector_store_stored_before_the_check_can_still_be_listed_read_and_deleted(http: TestClient) -> None:
+    # What the issue found: a store named "\ud800" made the project's whole list a 500, with no
+    # id to delete it by. Such a row, stored before the edge check existed, is put in through
+    # the service (the edge now refuses it).
+    service = http.app.state.runtime.extensions["vector_stores"]  # type: ignore[attr-defined]
+    portal = http.portal
+    assert portal is not None
+    stored = portal.call(lambda: service.create_store("default", name="bad \ud800", file_ids=[], metadata=None,
+                                                      expires_after=None, chunking_strategy=None))
+    listed = http.get("/v1/vector_stores")
+    assert listed.status_code == 200, listed.text
+    assert [vs["name"] for vs in listed.json()["data"]] == ["bad \ufffd"]
+    assert http.get(f"/v1/vector_stores/{stored['id']}").status_code == 200
+    assert http.delete(f"/v1/vector_stores/{stored['id']}").json()["deleted"] is True
+    assert http.get("/v1/vector_stores").json()["data"] == []
+
+
 # -- 11. absurd JSON and documented limits -------------------------------------------------------
 
 def test_json_nested_100000_levels_is_a_400(http: TestClient) -> None:
