@@ -16,9 +16,10 @@ from typing import Any
 
 from spindle.errors import InvalidRequestError
 
-# Far deeper than any request needs (a JSON schema in a function definition or a compound
-# search filter nests a handful of levels), far shallower than the recursion limit.
-MAX_DEPTH = 64
+# Far deeper than any request needs (a JSON schema in a function definition nests two levels
+# per schema level, and OpenAI allows ten; a compound search filter, a handful), far
+# shallower than the recursion limit (~1,000) of everything that walks the data later.
+MAX_DEPTH = 100
 # int64 and uint64 both fit; longer literals are never meaningful in this API.
 MAX_INT_DIGITS = 20
 

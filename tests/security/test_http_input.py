@@ -133,7 +133,7 @@ def test_json_nested_100000_levels_is_a_400(http: TestClient) -> None:
 
 def test_json_nested_past_the_depth_limit_names_the_parameter(http: TestClient) -> None:
     schema = "1"
-    for _ in range(100):
+    for _ in range(150):
         schema = '{"a": ' + schema + "}"
     raw = '{"model": "m", "tools": [{"type": "function", "function": {"name": "f", "parameters": ' + schema + "}}]}"
     error = error_of(post_raw(http, "/v1/assistants", raw), 400)
@@ -250,6 +250,33 @@ def test_a_failed_subsystem_still_checks_the_key_first(make_app: Any, tmp_path: 
     http = make_app(api_keys="k1:p1")
     assert error_of(http.get("/v1/vector_stores"), 401)["code"] == "missing_api_key"
     assert error_of(http.get("/v1/vector_stores", headers={"authorization": "Bearer k1"}), 503)
+
+
+@pytest.mark.parametrize("stage", ["build", "start"])
+def test_a_tool_that_fails_to_start_is_logged_with_its_traceback(
+        make_app: Any, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        stage: str) -> None:
+    # Our own bug, injected: the tool's factory or its start raises.
+    from spindle.tools import code_interpreter
+
+    def broken(*_args: Any) -> Any:
+        raise TypeError("injected failure")
+
+    if stage == "build":
+        monkeypatch.setattr(code_interpreter, "build", broken)
+    else:
+        monkeypatch.setattr(code_interpreter.CodeInterpreterTool, "start", broken)
+    with caplog.at_level(logging.ERROR):
+        http = make_app()
+    failures = [r for r in caplog.records if "code_interpreter" in r.getMessage() and r.levelno >= logging.ERROR]
+    assert failures and failures[0].exc_info is not None, [r.getMessage() for r in caplog.records]
+    assert "TypeError: injected failure" in http.get("/healthz").json()["tool_problems"]["code_interpreter"]
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="sk-test", http_client=http, max_retries=0)
+    assistant = sdk.beta.assistants.create(model="m", tools=[{"type": "code_interpreter"}])
+    thread = sdk.beta.threads.create(messages=[{"role": "user", "content": "compute"}])
+    run = sdk.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=20)
+    assert run.status == "failed" and run.last_error is not None and run.last_error.code == "server_error"
+    assert "unavailable" in run.last_error.message
 
 
 # -- 12. connections against the real server process ---------------------------------------------
@@ -396,6 +423,31 @@ def test_a_100_mb_json_body_is_refused_without_buffering_it(server: SpindleServe
     assert grown_mb < 40, f"peak RSS grew {grown_mb:.0f} MB for a body capped at 4 MB"
     assert sent < 100 << 20, "the whole body was read"
     assert httpx.get(server.base_url + "/healthz", timeout=5).status_code == 200
+
+
+def test_an_upload_over_the_limit_is_refused_while_it_streams(server: SpindleServer) -> None:
+    boundary = "spindleboundary"
+    sent = 0
+
+    def body() -> Iterator[bytes]:  # chunked, so no Content-Length tells the size up front
+        nonlocal sent
+        yield (f"--{boundary}\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n"
+               f"--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\n"
+               "content-type: text/plain\r\n\r\n").encode()
+        for _ in range(64):  # 64 MB against the server's 8 MB upload limit
+            sent += 1 << 20
+            yield b"z" * (1 << 20)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    try:
+        response = httpx.post(server.base_url + "/v1/files", content=body(), timeout=30,
+                              headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        error = error_of(response, 413)
+        assert error["code"] == "file_too_large" and error["param"] == "file"
+    except httpx.TransportError:
+        pass  # answered and closed while we were still sending
+    assert sent < 32 << 20, f"{sent >> 20} MB were read of an upload over an 8 MB limit"
+    assert httpx.get(server.base_url + "/v1/files", timeout=5).json()["data"] == []
 
 
 def test_an_upload_dropped_halfway_is_one_log_line(server: SpindleServer) -> None:
