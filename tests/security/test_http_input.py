@@ -163,6 +163,8 @@ def test_message_content_is_limited_to_256000_characters(http: TestClient, clien
     parts = [{"type": "text", "text": "x" * 200_000}, {"type": "text", "text": "y" * 56_001}]
     assert error_of(http.post(url, json={"role": "user", "content": parts}), 400)["param"] == "content[1].text"
     assert http.post(url, json={"role": "user", "content": "x" * 256_000}).status_code == 200
+    azure = f"/openai/deployments/d/threads/{thread.id}/messages?api-version=2024-05-01-preview"
+    assert error_of(http.post(azure, json={"role": "user", "content": "x" * 256_001}), 400)["param"] == "content"
 
     too_long = {"role": "user", "content": "z" * 256_001}
     assert error_of(http.post("/v1/threads", json={"messages": [{"role": "user", "content": "ok"}, too_long]}),
@@ -281,7 +283,7 @@ def test_a_tool_that_fails_to_start_is_logged_with_its_traceback(
 
 # -- 12. connections against the real server process ---------------------------------------------
 
-HEADER_TIMEOUT_S = 2.0
+HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 2.0
 
 
@@ -321,15 +323,15 @@ def _rss_peak_kb(pid: int) -> int:
 def test_slow_headers_are_closed_while_normal_requests_go_on(server: SpindleServer) -> None:
     count = 200  # bounded, loopback only; each socket is closed at the end whatever happens
     slow: list[socket.socket] = []
+    first_opened = time.monotonic()
     try:
         for _ in range(count):
             sock = _connect(server.port)
             sock.send(b"GET /v1/assistants HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             slow.append(sock)
         # A trickle of header bytes does not buy time: the deadline is for the whole header block.
-        started = time.monotonic()
         answered = 0
-        while time.monotonic() - started < HEADER_TIMEOUT_S * 0.75:
+        while time.monotonic() - first_opened < HEADER_TIMEOUT_S / 2:
             for sock in slow:
                 try:
                     sock.send(b"X-Slow: 1\r\n")
@@ -340,13 +342,15 @@ def test_slow_headers_are_closed_while_normal_requests_go_on(server: SpindleServ
             answered += 1
             time.sleep(0.2)
         assert answered >= 3
+        # Before the deadline they are all still open (closed by the timeout, not at once) ...
+        assert not any(_closed_by_server(s) for s in slow)
         deadline = time.monotonic() + HEADER_TIMEOUT_S + 5
         open_ = list(slow)
         while open_ and time.monotonic() < deadline:
             open_ = [s for s in open_ if not _closed_by_server(s)]
             time.sleep(0.1)
+        # ... and after it, none is.
         assert not open_, f"{len(open_)} of {count} slow connections still open after the header timeout"
-        assert time.monotonic() - started >= HEADER_TIMEOUT_S * 0.9  # closed by the deadline, not at once
         assert httpx.get(server.base_url + "/healthz", timeout=5).status_code == 200
     finally:
         for sock in slow:
@@ -468,8 +472,8 @@ def test_an_upload_dropped_halfway_is_one_log_line(server: SpindleServer) -> Non
         time.sleep(0.1)
     logged = server.log_text(since)
     assert "disconnected before sending the whole body of POST /v1/files" in logged, logged
-    assert "Traceback" not in logged, logged
-    assert len([line for line in logged.splitlines() if line.strip()]) <= 2, logged
+    assert "Traceback" not in logged and " ERROR " not in logged, logged
+    assert logged.count("disconnected") == 1, logged
     assert httpx.get(server.base_url + "/v1/files", timeout=5).json()["data"] == []
 
 
