@@ -44,9 +44,10 @@ class ServerSettings(BaseSettings):
     )
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest file upload accepted (bytes).")
     max_json_body_bytes: int = Field(
-        16 * 1024 * 1024,
-        description="Largest JSON request body accepted (bytes), counted while it is read; larger ones get 413. "
-        "Uploads have their own limit (SPINDLE_MAX_UPLOAD_BYTES).",
+        32 * 1024 * 1024,
+        description="Largest JSON request body accepted (bytes), counted while it is read; larger ones get 413 "
+        "(32 messages at OpenAI's 256,000-character limit fit). Uploads have their own limit "
+        "(SPINDLE_MAX_UPLOAD_BYTES).",
     )
     http_header_timeout_s: float = Field(
         10.0,

@@ -141,6 +141,17 @@ def test_json_nested_past_the_depth_limit_names_the_parameter(http: TestClient) 
     assert "nested too deeply" in error["message"]
 
 
+def test_a_body_of_millions_of_tiny_values_is_refused_before_parsing(http: TestClient) -> None:
+    # 4 MB of "{}," would be 1.3 million dicts (~100 MB of Python objects) once parsed.
+    raw = '{"model": "m", "metadata": {}, "tools": [' + ",".join(["{}"] * 1_300_000) + "]}"
+    error = error_of(post_raw(http, "/v1/assistants", raw), 400)
+    assert "too many keys and values" in error["message"] and error["code"] == "invalid_json"
+    # Separators inside strings are text, not values: a pasted document is fine.
+    pasted = json.dumps([{"k": i, "v": [i, i]} for i in range(20_000)])[:250_000]
+    thread = http.post("/v1/threads", json={"messages": [{"role": "user", "content": pasted}] * 8})
+    assert thread.status_code == 200, thread.text[:300]
+
+
 @pytest.mark.parametrize(("raw", "param"), [
     ('{"model": "m", "temperature": ' + "1" * 5000 + "}", "temperature"),
     ('{"model": "m", "metadata": {"k": "v"}, "top_p": -' + "9" * 5000 + "}", "top_p"),
@@ -427,6 +438,45 @@ def test_a_100_mb_json_body_is_refused_without_buffering_it(server: SpindleServe
     assert grown_mb < 40, f"peak RSS grew {grown_mb:.0f} MB for a body capped at 4 MB"
     assert sent < 100 << 20, "the whole body was read"
     assert httpx.get(server.base_url + "/healthz", timeout=5).status_code == 200
+
+
+def test_large_bodies_held_at_once_are_bounded_together(server: SpindleServer) -> None:
+    # The server's JSON limit is 4 MiB, so 8 x 4 MiB may be in flight; each socket sends 3.9 MB
+    # of a 4 MB body and stalls. The one whose bytes cross the budget is answered 503 instead of
+    # growing the server further (which one depends on the order the server reads them in).
+    held: list[socket.socket] = []
+    piece = b'{"model": "m", "instructions": "' + b"x" * (3_900_000 - 32)
+    try:
+        for _ in range(9):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"POST /v1/assistants HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: 4000000\r\n\r\n" + piece)
+            sock.setblocking(False)
+            held.append(sock)
+        answers: dict[int, bytes] = {}
+        until = time.monotonic() + BODY_TIMEOUT_S * 0.6  # before the body timeout closes the rest
+        while time.monotonic() < until:
+            for i, sock in enumerate(held):
+                try:
+                    answers[i] = answers.get(i, b"") + sock.recv(65536)
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:  # closed after its answer, with our bytes unread
+                    answers.setdefault(i, b"")
+            time.sleep(0.05)
+        assert len(answers) == 1, answers
+        answer = next(iter(answers.values()))
+        assert answer.startswith(b"HTTP/1.1 503") and b"server_busy" in answer, answer[:300]
+        # Small requests still pass meanwhile.
+        assert httpx.post(server.base_url + "/v1/assistants", json={"model": "m"}, timeout=5).status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+    # Once those are gone, a large body is accepted again.
+    time.sleep(0.5)
+    big = httpx.post(server.base_url + "/v1/assistants", json={"model": "m", "instructions": "y" * 200_000},
+                     timeout=10)
+    assert big.status_code == 200, big.text[:200]
 
 
 def test_an_upload_over_the_limit_is_refused_while_it_streams(server: SpindleServer) -> None:
