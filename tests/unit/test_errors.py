@@ -159,13 +159,14 @@ def test_hostile_filenames_cannot_break_headers(http: TestClient, client: openai
 
 
 def test_the_largest_documented_bodies_are_accepted(http: TestClient) -> None:
-    # 32 messages at the 256,000-character limit (8.2 MB) fit under the default JSON body cap.
-    messages = [{"role": "user", "content": [{"type": "text", "text": "é" * 128_000},
-                                             {"type": "text", "text": "x" * 128_000}]} for _ in range(32)]
+    # 32 messages at the 256,000-character limit, in 4-byte UTF-8 characters (32.8 MB), fit
+    # under the default JSON body cap.
+    messages = [{"role": "user", "content": [{"type": "text", "text": "😀" * 128_000},
+                                             {"type": "text", "text": "𝄞" * 128_000}]} for _ in range(32)]
     response = http.post("/v1/threads", json={"messages": messages})
     assert response.status_code == 200, response.text[:300]
     listed = http.get(f"/v1/threads/{response.json()['id']}/messages?limit=100").json()["data"]
-    assert len(listed) == 32 and listed[0]["content"][0]["text"]["value"] == "é" * 128_000
+    assert len(listed) == 32 and listed[0]["content"][0]["text"]["value"] == "😀" * 128_000
 
 
 def test_nested_and_non_ascii_json_within_limits_is_accepted(http: TestClient) -> None:
