@@ -7,12 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from spindle.api import assistants, files, runs, threads
 from spindle.api.common import today
 from spindle.api.context import AzureRoutingMiddleware, KeyRing
-from spindle.api.errors import install_error_handlers
+from spindle.api.errors import install_error_handlers, subsystem_required
+from spindle.api.limits import RequestLimitsMiddleware
+from spindle.api.responses import SafeJSONResponse
 from spindle.engine.events import EventLog
 from spindle.engine.runner import RunEngine
 from spindle.llm.client import build_model
@@ -60,7 +62,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         try:
             await tool.start()
         except Exception as exc:  # e.g. no sandbox on this host: say why, never run without it
-            log.error("built-in tool %s is unavailable: %s", kind, exc)
+            log.exception("built-in tool %s failed to start; runs that use it will fail", kind)
             runtime.extensions["tool_problems"][kind] = f"{type(exc).__name__}: {exc}"
             del runtime.tools[kind]
     extension = runtime.extensions.get("vector_stores")
@@ -75,7 +77,8 @@ def _build_extensions(runtime: Runtime) -> None:
         from spindle import vector_stores
 
         service = vector_stores.build(runtime)
-    except Exception as exc:  # reported at start; everything else works without it
+    except Exception as exc:  # everything else works without it; its routes answer 503
+        log.exception("vector stores (File Search) failed to start; their routes will answer 503")
         runtime.extensions["vector_stores_problem"] = f"{type(exc).__name__}: {exc}"
         return
     runtime.extensions["vector_stores"] = service
@@ -104,7 +107,9 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await close_runtime(runtime)
 
-    app = FastAPI(title="Spindle", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # SafeJSONResponse: a stored string that cannot be encoded must never turn a response into a 500.
+    app = FastAPI(title="Spindle", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=SafeJSONResponse)
     install_error_handlers(app)
     # runs before threads: POST /threads/runs must not be taken for POST /threads/{thread_id}
     for module in (files, assistants, runs, threads):
@@ -117,6 +122,8 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok", "model": runtime.model.describe(), "tools": sorted(runtime.tools),
                 "tool_problems": runtime.extensions.get("tool_problems", {})}
 
+    app.add_middleware(RequestLimitsMiddleware, max_json_bytes=settings.server.max_json_body_bytes,
+                       max_upload_bytes=settings.server.max_upload_bytes)
     app.add_middleware(AzureRoutingMiddleware, today=today)
     return app
 
@@ -130,4 +137,5 @@ def _include_optional_routers(app: FastAPI) -> None:
     except Exception:  # the File Search subsystem is optional; the rest still works
         log.exception("vector store routes unavailable")
         return
-    app.include_router(vector_stores.router, prefix="/v1")
+    app.include_router(vector_stores.router, prefix="/v1",
+                       dependencies=[Depends(subsystem_required("vector_stores", "Vector stores (File Search)"))])

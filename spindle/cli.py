@@ -8,8 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from spindle.api.context import KeyRing
 from spindle.settings import load_settings
 
@@ -26,10 +24,10 @@ def _is_loopback(host: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spindle", description="A self-hosted Assistants API server.")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or SPINDLE_HOST)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8000 or SPINDLE_PORT)")
-    serve.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./spindle-data)")
+    serve_cmd = sub.add_parser("serve", help="run the HTTP server")
+    serve_cmd.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or SPINDLE_HOST)")
+    serve_cmd.add_argument("--port", type=int, default=None, help="port (default 8000 or SPINDLE_PORT)")
+    serve_cmd.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./spindle-data)")
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items()
@@ -43,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
               "(comma-separated key or key:project) or bind to 127.0.0.1.", file=sys.stderr)
         return 2
 
+    from spindle.api.connections import serve
     from spindle.app import create_app
     from spindle.llm.client import build_model
 
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'  OpenAI   : OpenAI(base_url="{url}/v1", api_key="<key>")')
     print(f'  Azure    : AzureOpenAI(azure_endpoint="{url}", api_key="<key>", api_version="2024-05-01-preview")',
           flush=True)
-    uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=server.log_level,
-                access_log=server.log_level == "debug", timeout_graceful_shutdown=5)
+    serve(create_app(settings), server)
     return 0
 
 

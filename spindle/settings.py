@@ -49,6 +49,25 @@ class ServerSettings(BaseSettings):
         description="Set when the upstream is Azure OpenAI: calls go to `/openai/deployments/{model}/chat/completions?api-version=...` with an `api-key` header.",
     )
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="Largest file upload accepted (bytes).")
+    max_json_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        description="Largest JSON request body accepted (bytes), counted while it is read; larger ones get 413 "
+        "(32 messages at OpenAI's 256,000-character limit fit). Uploads have their own limit "
+        "(SPINDLE_MAX_UPLOAD_BYTES).",
+    )
+    http_header_timeout_s: float = Field(
+        10.0,
+        description="Seconds a connection has to send a request's headers (from connecting, or from the previous "
+        "response on a kept-alive connection) before it is closed.",
+    )
+    http_body_timeout_s: float = Field(
+        60.0, description="Longest pause (seconds) between two pieces of a request body before the connection is closed."
+    )
+    http_max_connections: int = Field(
+        0,
+        description="Open connections at most; at the limit a new one replaces the oldest connection still sending "
+        "its headers, or is refused. 0 = half the open-file limit (raised to its hard limit at start), at most 8192.",
+    )
     max_concurrent_runs: int = Field(256, description="Runs executing at once in this process; more wait queued.")
     max_tool_iterations: int = Field(
         16, description="Model turns one run may take (tool call, result, call again...) before it ends incomplete."

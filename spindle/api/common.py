@@ -10,8 +10,10 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from spindle.api.context import RequestContext, api_key_from_headers, shape_from_beta_header
+from spindle.api.json_input import parse_json_body
 from spindle.errors import InvalidRequestError
 from spindle.runtime import Runtime
+from spindle.schemas.limits import check_limits
 from spindle.store.base import CursorNotFound, ListQuery, Page
 
 M = TypeVar("M", bound=BaseModel)
@@ -38,17 +40,18 @@ async def request_context(request: Request) -> RequestContext:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
+    """The body as a JSON object. Its size is capped while it is read (``limits``); its
+    values are checked for invalid Unicode, depth and number size, then for the documented
+    field limits of this route, each problem a 400 naming the parameter."""
     raw = await request.body()
     if not raw.strip():
         return {}
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequestError(
-            f"We could not parse the JSON body of your request ({exc}). The OpenAI API expects a JSON payload."
-        ) from None
+    data = parse_json_body(raw)
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    route = request.scope.get("route")
+    if route is not None:
+        check_limits(request.method, getattr(route, "path", ""), data)
     return data
 
 

@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from spindle.api.common import validation_error
+from spindle.api.common import request_context, runtime_of, validation_error
+from spindle.api.context import RequestContext
+from spindle.api.responses import SafeJSONResponse as JSONResponse
 from spindle.errors import SpindleError
 
 log = logging.getLogger(__name__)
+
+
+class ServiceUnavailableError(SpindleError):
+    """A subsystem of this server failed to start: our problem, not the client's (503)."""
+
+    status_code = 503
+    error_type = "server_error"
+
+
+def subsystem_required(name: str, label: str) -> Callable[..., Awaitable[None]]:
+    """A route dependency: 503 while ``runtime.extensions[name]`` failed to start (after the key
+    is checked, so only a caller with access learns about it)."""
+
+    async def dependency(request: Request, _ctx: RequestContext = Depends(request_context)) -> None:
+        runtime = runtime_of(request)
+        if runtime.extensions.get(name) is None:
+            problem = runtime.extensions.get(f"{name}_problem", "it is not running")
+            raise ServiceUnavailableError(
+                f"{label} is unavailable: it failed to start on this server ({problem}). "
+                "The server log has the details.", code="service_unavailable")
+
+    return dependency
 
 
 def envelope(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
@@ -42,6 +67,14 @@ def install_error_handlers(app: FastAPI) -> None:
             message = str(exc.detail)
         return JSONResponse(envelope(message, "invalid_request_error"), status_code=exc.status_code)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+        # The client went away mid-body (a dropped upload): routine, one line, no traceback.
+        client = request.client.host if request.client else "?"
+        log.info("client %s disconnected before sending the whole body of %s %s", client, request.method,
+                 request.url.path)
+        return JSONResponse(envelope("The client disconnected.", "invalid_request_error"), status_code=400)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         # Our own bug: logged with its traceback, answered 500, never passed off as a 400.
@@ -50,4 +83,4 @@ def install_error_handlers(app: FastAPI) -> None:
                             status_code=500)
 
 
-__all__ = ["install_error_handlers", "validation_error"]
+__all__ = ["ServiceUnavailableError", "install_error_handlers", "subsystem_required", "validation_error"]

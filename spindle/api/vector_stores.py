@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 
 from spindle.api.common import (
     json_body,
@@ -22,6 +21,7 @@ from spindle.api.common import (
     validate,
 )
 from spindle.api.context import RequestContext
+from spindle.api.responses import SafeJSONResponse as JSONResponse
 from spindle.errors import InvalidRequestError
 from spindle.store.base import ListQuery
 from spindle.vector_stores import objects as obj_

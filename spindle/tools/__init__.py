@@ -26,11 +26,13 @@ def build_tools(runtime: Runtime) -> tuple[dict[str, BuiltinTool], dict[str, str
 
         tools["code_interpreter"] = code_interpreter.build(runtime)
     except Exception as exc:  # reported at start; the rest of the server works without it
+        log.exception("built-in tool code_interpreter could not be built; runs that use it will fail")
         problems["code_interpreter"] = f"{type(exc).__name__}: {exc}"
     try:
         from spindle.tools import file_search
 
         tools["file_search"] = file_search.build(runtime)
     except Exception as exc:
+        log.exception("built-in tool file_search could not be built; runs that use it will fail")
         problems["file_search"] = f"{type(exc).__name__}: {exc}"
     return tools, problems

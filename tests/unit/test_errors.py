@@ -156,3 +156,28 @@ def test_hostile_filenames_cannot_break_headers(http: TestClient, client: openai
     assert response.status_code == 200 and response.content == b"data"
     assert "set-cookie" not in response.headers
     assert "\r" not in response.headers["content-disposition"] and "filename*=UTF-8''" in response.headers["content-disposition"]
+
+
+def test_the_largest_documented_bodies_are_accepted(http: TestClient) -> None:
+    # 32 messages at the 256,000-character limit, in 4-byte UTF-8 characters (32.8 MB), fit
+    # under the default JSON body cap.
+    messages = [{"role": "user", "content": [{"type": "text", "text": "😀" * 128_000},
+                                             {"type": "text", "text": "𝄞" * 128_000}]} for _ in range(32)]
+    response = http.post("/v1/threads", json={"messages": messages})
+    assert response.status_code == 200, response.text[:300]
+    listed = http.get(f"/v1/threads/{response.json()['id']}/messages?limit=100").json()["data"]
+    assert len(listed) == 32 and listed[0]["content"][0]["text"]["value"] == "😀" * 128_000
+
+
+def test_nested_and_non_ascii_json_within_limits_is_accepted(http: TestClient) -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(40):  # a deep but real JSON schema
+        schema = {"type": "object", "properties": {"inner": schema}}
+    tool = {"type": "function", "function": {"name": "deep", "parameters": schema}}
+    body = {"model": "m", "name": "名前 😀", "metadata": {"clé": "välue 😀"}, "tools": [tool],
+            "temperature": 1, "top_p": 0.5}
+    response = http.post("/v1/assistants", json=body)
+    assert response.status_code == 200, response.text
+    got = http.get(f"/v1/assistants/{response.json()['id']}").json()
+    assert got["name"] == "名前 😀" and got["metadata"] == {"clé": "välue 😀"}
+    assert got["tools"][0]["function"]["parameters"] == schema
