@@ -28,7 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or SPINDLE_HOST)")
     serve_cmd.add_argument("--port", type=int, default=None, help="port (default 8000 or SPINDLE_PORT)")
     serve_cmd.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./spindle-data)")
+    migrate_cmd = sub.add_parser("migrate", help="copy the metadata (and file bytes) to other backends, then verify")
+    migrate_cmd.add_argument("--from", dest="source", default="",
+                             help="database URL to copy from (default: the embedded SQLite of --data-dir)")
+    migrate_cmd.add_argument("--to", dest="target", required=True, help="database URL to copy to, e.g. postgresql://...")
+    migrate_cmd.add_argument("--blobs-from", default=None,
+                             help="file bytes to copy from: '' = the data dir (default), or s3://bucket/prefix")
+    migrate_cmd.add_argument("--blobs-to", default=None, help="file bytes to copy to, e.g. s3://bucket/prefix")
+    migrate_cmd.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./spindle-data)")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return _migrate(args)
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items()
                  if v is not None}
@@ -60,6 +70,24 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     serve(create_app(settings), server)
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from spindle.store.migrate import migrate
+
+    data_dir = args.data_dir or load_settings().server.data_dir
+    blobs_from = args.blobs_from if args.blobs_from is not None else ("" if args.blobs_to else None)
+    lines: list[str] = []
+    try:
+        report = asyncio.run(migrate(data_dir, args.source, args.target, blobs_from, args.blobs_to, lines))
+    except Exception as exc:  # refused (a non-empty target) or unreachable: say it plainly
+        print("\n".join(lines), file=sys.stderr)
+        print(f"migrate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 1 if report.problems else 0
 
 
 if __name__ == "__main__":

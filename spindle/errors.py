@@ -14,7 +14,8 @@ own bug: it is logged and answered 500, never disguised as a client error.
     ├── ConflictError            409
     ├── PayloadTooLargeError     413
     ├── UnprocessableError       422
-    └── RateLimitError           429
+    ├── RateLimitError           429
+    └── ServiceUnavailableError  503 server_error (a subsystem of ours failed to start)
 """
 
 from __future__ import annotations
@@ -74,3 +75,10 @@ class UnprocessableError(SpindleError):
 class RateLimitError(SpindleError):
     status_code = 429
     error_type = "rate_limit_error"
+
+
+class ServiceUnavailableError(SpindleError):
+    """A subsystem of this server failed to start: our problem, not the client's (503)."""
+
+    status_code = 503
+    error_type = "server_error"

@@ -13,16 +13,9 @@ from starlette.requests import ClientDisconnect
 from spindle.api.common import request_context, runtime_of, validation_error
 from spindle.api.context import RequestContext
 from spindle.api.responses import SafeJSONResponse as JSONResponse
-from spindle.errors import SpindleError
+from spindle.errors import ServiceUnavailableError, SpindleError
 
 log = logging.getLogger(__name__)
-
-
-class ServiceUnavailableError(SpindleError):
-    """A subsystem of this server failed to start: our problem, not the client's (503)."""
-
-    status_code = 503
-    error_type = "server_error"
 
 
 def subsystem_required(name: str, label: str) -> Callable[..., Awaitable[None]]:

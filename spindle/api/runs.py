@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
 
 from spindle.api.common import (
     json_body,
@@ -17,6 +16,7 @@ from spindle.api.common import (
     validate,
 )
 from spindle.api.context import RequestContext
+from spindle.api.responses import SafeJSONResponse as JSONResponse
 from spindle.api.shapes import render, render_list
 from spindle.api.streaming import event_stream
 from spindle.schemas.common import ThreadFields, dump

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,8 +166,13 @@ class OpenAICompatibleModel(ChatModel):
 
 
 async def _parse_stream(response: httpx.Response) -> AsyncIterator[ChatDelta]:
+    """Chat-completion chunks → deltas. The stream is the model's output, so untrusted: a
+    chunk of the wrong shape is an ``UpstreamError`` (the run fails with a clear message, not
+    a server error), and text is made valid Unicode before it is stored or sent anywhere."""
     finish_reason: str | None = None
     usage: dict[str, int] = {}
+    text = _Mender()
+    arguments: dict[int, _Mender] = {}
     async for line in response.aiter_lines():
         if not line.startswith("data:"):
             continue
@@ -175,23 +181,73 @@ async def _parse_stream(response: httpx.Response) -> AsyncIterator[ChatDelta]:
             break
         try:
             chunk = json.loads(payload)
-        except json.JSONDecodeError:
-            raise UpstreamError(f"The model backend sent a malformed stream chunk: {payload[:200]}") from None
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            raise UpstreamError(f"The model backend sent a malformed stream chunk: {payload[:200]!r}") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamError(f"The model backend sent a stream chunk that is not an object: {payload[:200]!r}")
         if "error" in chunk:
             raise UpstreamError(f"The model backend reported an error: {json.dumps(chunk['error'])[:500]}")
-        if chunk.get("usage"):
-            usage = {k: int(v) for k, v in chunk["usage"].items() if isinstance(v, int)}
+        if isinstance(chunk.get("usage"), dict):
+            usage = {k: int(v) for k, v in chunk["usage"].items() if isinstance(v, int) and 0 <= v < 1 << 53}
         for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                yield TextDelta(delta["content"])
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            delta = delta if isinstance(delta, dict) else {}
+            content = delta.get("content")
+            if content and isinstance(content, str):
+                mended = text.feed(content)
+                if mended:
+                    yield TextDelta(mended)
             for call in delta.get("tool_calls") or []:
-                function = call.get("function") or {}
-                yield ToolCallDelta(index=int(call.get("index", 0)), id=call.get("id"), name=function.get("name"),
-                                    arguments=function.get("arguments") or "")
-            if choice.get("finish_reason"):
+                if not isinstance(call, dict):
+                    raise UpstreamError("The model backend sent a malformed tool call.")
+                index, function = call.get("index", 0), call.get("function") or {}
+                name, raw_args, call_id = function.get("name"), function.get("arguments") or "", call.get("id")
+                if not (isinstance(index, int) and 0 <= index < 1024 and isinstance(function, dict)
+                        and isinstance(name, str | None) and isinstance(raw_args, str)
+                        and isinstance(call_id, str | None)):
+                    raise UpstreamError("The model backend sent a malformed tool call.")
+                yield ToolCallDelta(index=index, id=call_id, name=_mend_whole(name) if name else name,
+                                    arguments=arguments.setdefault(index, _Mender()).feed(raw_args))
+            if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
                 finish_reason = choice["finish_reason"]
+    tail = text.flush()
+    if tail:
+        yield TextDelta(tail)
+    for index, mender in arguments.items():
+        rest = mender.flush()
+        if rest:
+            yield ToolCallDelta(index=index, arguments=rest)
     yield Finish(finish_reason, usage)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _mend_whole(value: str) -> str:
+    """Valid Unicode: surrogate pairs joined, lone surrogates replaced by U+FFFD."""
+    if not _LONE_SURROGATE.search(value):
+        return value
+    joined = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return _LONE_SURROGATE.sub("\ufffd", joined)
+
+
+class _Mender:
+    """``_mend_whole`` for a text that arrives in pieces: a high surrogate at the end of a
+    piece waits for the low one that may start the next (a pair split across chunks)."""
+
+    def __init__(self) -> None:
+        self._carry = ""
+
+    def feed(self, piece: str) -> str:
+        piece = self._carry + piece
+        self._carry = ""
+        if piece and "\ud800" <= piece[-1] <= "\udbff":
+            piece, self._carry = piece[:-1], piece[-1]
+        return _mend_whole(piece)
+
+    def flush(self) -> str:
+        rest, self._carry = self._carry, ""
+        return _mend_whole(rest)
 
 
 def build_model(base_url: str, api_key: str, model_map_spec: str, timeout_s: float,

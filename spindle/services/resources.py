@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spindle.errors import InvalidRequestError
+from spindle.errors import InvalidRequestError, ServiceUnavailableError
 from spindle.runtime import Runtime
 
 
@@ -60,16 +60,14 @@ async def resolve_tool_resources(
     extension = vector_stores_of(runtime)
     if store_ids:
         if extension is None:
-            raise InvalidRequestError("File search is not available on this server.",
-                                      param=f"{param}.file_search.vector_store_ids")
+            raise _file_search_unavailable(runtime)
         await extension.check_exists(project, store_ids)
     for i, helper in enumerate(helpers):
         await runtime.files.require_all(project, list(helper.get("file_ids") or []),
                                         f"{param}.file_search.vector_stores[{i}].file_ids")
     if helpers or v1_search_files:
         if extension is None:
-            raise InvalidRequestError("File search is not available on this server.",
-                                      param=f"{param}.file_search.vector_stores")
+            raise _file_search_unavailable(runtime)
         for helper in helpers:
             store_ids.append(await extension.create_for_thread(
                 project, list(helper.get("file_ids") or []), helper.get("metadata"),
@@ -91,3 +89,10 @@ def merge_tool_resources(current: dict[str, Any], update: dict[str, Any]) -> dic
 
 def _has_tool(tools: list[dict[str, Any]] | None, kind: str) -> bool:
     return any(t.get("type") == kind for t in tools or [])
+
+
+def _file_search_unavailable(runtime: Runtime) -> ServiceUnavailableError:
+    """The vector store service did not start here: a 503 naming why (logged at start)."""
+    problem = runtime.extensions.get("vector_stores_problem", "it is not installed")
+    return ServiceUnavailableError(f"File search is not available on this server: {problem}.",
+                                   code="service_unavailable")

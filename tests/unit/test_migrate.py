@@ -93,3 +93,25 @@ def test_sqlite_to_postgres_and_s3(tmp_path: Path, upstream: UpstreamHandle,
         return check.problems
 
     assert asyncio.run(tamper_and_verify()) == [f"assistant {assistant.id} differs"]
+
+
+def test_the_cli_copies_and_verifies(tmp_path: Path, upstream: UpstreamHandle,
+                                     servers: tuple[PostgresServer, S3Server]) -> None:
+    import subprocess
+    import sys
+
+    pg, s3 = servers
+    data = tmp_path / "data"
+    with app_factory(data, upstream, sandbox=SandboxSettings(enabled=False)) as factory:
+        client = sdk(factory())
+        client.beta.assistants.create(model="m", name="from the cli")
+        client.files.create(file=("a.txt", io.BytesIO(b"bytes to carry")), purpose="assistants")
+    url = pg.create_database("cli_target")
+    s3.create_bucket("cli-target")
+    command = [sys.executable, "-m", "spindle.cli", "migrate", "--data-dir", str(data), "--to", url,
+               "--blobs-to", "s3://cli-target"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "verified" in done.stdout and "1 files" in done.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "not empty" in again.stderr
