@@ -2,7 +2,8 @@
 # Sets up everything, then runs both test tiers:
 #   1. in-process tests (real app, real SQLite, real sandbox and index, scripted upstream),
 #      and the API part of them again on PostgreSQL
-#   2. end-to-end tests: the real server driven by the official SDK 3.x, 1.40.x and 1.20.0
+#   2. end-to-end tests: the real server driven by the official SDK 3.x, 1.40.x and 1.20.0 and
+#      the azure-ai-agents SDK, and once more (SDK 3.x) with the servers on PostgreSQL + S3
 # Exits non-zero when anything fails; ends with one "N passed, N failed" line.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +25,11 @@ SPINDLE_TEST_BACKENDS=postgres+s3 .venv/bin/python -m pytest tests/unit tests/se
   tests/retrieval/test_forced_search.py -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/postgres.log" || status=1
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 bash scripts/run_e2e.sh -q "$@" 2>&1 | tee "$LOG_DIR/e2e.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+# The end-to-end tier again with the servers on PostgreSQL + S3 (current SDK only).
+echo "=== tests/e2e on PostgreSQL + S3 (.venv-sdk3)"
+SPINDLE_TEST_BACKENDS=postgres+s3 SPINDLE_PYTHON="$REPO/.venv/bin/python" .venv-sdk3/bin/python -m pytest tests/e2e \
+  -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/e2e-postgres.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
 # One closing line for the whole run, summed over every pytest session.

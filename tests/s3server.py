@@ -39,8 +39,9 @@ class S3Server:
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                 "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
 
-    def start(self) -> S3Server:
-        exe = Path(sys.executable).with_name("moto_server")
+    def start(self, python: str | None = None) -> S3Server:
+        """``python``: the interpreter whose venv has moto (default: this one)."""
+        exe = Path(python or sys.executable).with_name("moto_server")
         command = [str(exe)] if exe.exists() else [shutil.which("moto_server") or "moto_server"]
         try:
             self.proc = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(self.port)],
@@ -59,10 +60,9 @@ class S3Server:
         raise S3Unavailable("moto_server did not answer within 30 s")
 
     def create_bucket(self, name: str) -> None:
-        import boto3
-
-        boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                     region_name="us-east-1").create_bucket(Bucket=name)
+        # Plain HTTP (moto does not check signatures): usable from the SDK-only e2e venvs too.
+        response = httpx.put(f"{self.endpoint}/{name}", timeout=30)
+        response.raise_for_status()
 
     def apply_env(self) -> None:
         os.environ.update(self.env())

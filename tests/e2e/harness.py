@@ -216,6 +216,7 @@ class SpindleServer:
         self.env: dict[str, str] = {}
         if upstream is not None:
             self.env |= {"SPINDLE_LLM_BASE_URL": upstream.base_url, "SPINDLE_LLM_API_KEY": upstream.api_key}
+        self.env |= backend_env()  # keeps its database and bucket across restarts
         self.env |= dict(env or {})
         self.child: ChildProcess | None = None
 
@@ -268,6 +269,39 @@ class SpindleServer:
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+_BACKEND_SERVERS: dict[str, Any] = {}
+
+
+def backend_env() -> dict[str, str]:
+    """With ``SPINDLE_TEST_BACKENDS=postgres+s3``: settings giving a new server its own fresh
+    PostgreSQL database and S3 bucket, on throwaway servers started on first use."""
+    import secrets
+    import sys
+
+    wanted = set(filter(None, os.environ.get("SPINDLE_TEST_BACKENDS", "").split("+")))
+    if not wanted:
+        return {}
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.pgserver import PostgresServer
+    from tests.s3server import S3Server
+
+    env: dict[str, str] = {}
+    if "postgres" in wanted:
+        if "postgres" not in _BACKEND_SERVERS:
+            _BACKEND_SERVERS["postgres"] = PostgresServer().start()
+            atexit.register(_BACKEND_SERVERS["postgres"].stop)
+        env["SPINDLE_DATABASE_URL"] = _BACKEND_SERVERS["postgres"].create_database("e_" + secrets.token_hex(6))
+    if "s3" in wanted:
+        if "s3" not in _BACKEND_SERVERS:
+            _BACKEND_SERVERS["s3"] = S3Server().start(spindle_python())
+            atexit.register(_BACKEND_SERVERS["s3"].stop)
+        server = _BACKEND_SERVERS["s3"]
+        bucket = "e-" + secrets.token_hex(6)
+        server.create_bucket(bucket)
+        env |= server.env() | {"SPINDLE_BLOB_URL": f"s3://{bucket}/files"}
+    return env
 
 
 def start_upstream(log_dir: Path, **kwargs: Any) -> Upstream:
