@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 0x5350494E  # "SPIN": one process migrates at a time
 _CHANNEL = "spindle_events"
+_MAX_BATCH = 256
 
 
 def _dumps(value: Any) -> str:
@@ -67,6 +68,10 @@ class PostgresStore(MetadataStore):
         # Tells this process's own notifications from other processes'.
         self._token = secrets.token_hex(8)
         self._listener: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._pending: list[tuple[list[Any], asyncio.Future[list[int | None]]]] = []
+        self._wake = asyncio.Event()
+        self._committing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -74,14 +79,18 @@ class PostgresStore(MetadataStore):
         await self._pool.open(wait=True, timeout=30)
         async with self._pool.connection() as conn:
             await self._migrate(conn)
+        self._writer = asyncio.create_task(self._write_loop(), name="postgres-writer")
         ready = asyncio.get_running_loop().create_future()
         self._listener = asyncio.create_task(self._listen(ready), name="postgres-listen")
         await asyncio.wait_for(asyncio.shield(ready), 30)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        while self._pending or self._committing:  # flush what was handed over before closing
+            await asyncio.sleep(0.01)
+        for task in (self._listener, self._writer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._pool.close()
 
     async def _listen(self, ready: asyncio.Future[None]) -> None:
@@ -133,16 +142,59 @@ class PostgresStore(MetadataStore):
         if not ops:
             return []
         # Serialized before the first await: callers keep changing their dicts afterwards.
-        prepared = [_prepare(op) for op in ops]
-        touched: dict[str, list[StoredEvent]] = {}
+        future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
+        self._pending.append(([_prepare(op) for op in ops], future))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        """Group commit, as in the SQLite store: the writes waiting when a commit ends go
+        into the next transaction together, each in its own savepoint (one failing request
+        never undoes another), so 32 busy runs cost a few commits, not hundreds."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+                self._committing = True
+                try:
+                    await self._commit_batch(batch)
+                except Exception as exc:  # the commit itself failed: every request in it did
+                    log.warning("postgres commit failed: %s", exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                finally:
+                    self._committing = False
+
+    async def _commit_batch(self, batch: list[tuple[list[Any], asyncio.Future[list[int | None]]]]) -> None:
+        outcomes: list[tuple[asyncio.Future[list[int | None]], list[int | None] | BaseException]] = []
+        touched_all: dict[str, list[StoredEvent]] = {}
         async with self._pool.connection() as conn:
             async with conn.transaction():
-                results = [await self._apply(conn, op, touched) for op in prepared]
-                for run_id in touched:  # delivered to listeners when (and only if) this commits
-                    await conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, f"{self._token} {run_id}"))
-        if touched and self.on_commit is not None:
-            self.on_commit(touched)
-        return results
+                for prepared, future in batch:
+                    touched: dict[str, list[StoredEvent]] = {}
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            results = [await self._apply(conn, op, touched) for op in prepared]
+                    except Exception as exc:  # reported to that request's caller only
+                        outcomes.append((future, exc))
+                        continue
+                    outcomes.append((future, results))
+                    for run_id, items in touched.items():
+                        touched_all.setdefault(run_id, []).extend(items)
+                if touched_all:  # delivered to listeners when (and only if) this commits
+                    await conn.execute("SELECT pg_notify(%s, unnest(%s::text[]))",
+                                       (_CHANNEL, [f"{self._token} {run_id}" for run_id in touched_all]))
+        for future, outcome in outcomes:
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        if touched_all and self.on_commit is not None:
+            self.on_commit(touched_all)
 
     async def _apply(self, conn: psycopg.AsyncConnection[Any], op: Any,
                      touched: dict[str, list[StoredEvent]]) -> int | None:
@@ -180,14 +232,20 @@ class PostgresStore(MetadataStore):
             await conn.execute("DELETE FROM objects WHERE kind = %s AND parent = %s", (op.kind, op.parent))
             return None
         if isinstance(op, AppendEvent):
-            # Appends to one run's log wait for each other: MAX(seq) + 1 stays gap-free and ordered.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (op.run_id,))
-            cur = await conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s", (op.run_id,))
-            row = await cur.fetchone()
-            seq = int(row[0] if row else 0) + 1
             data = op.data if isinstance(op.data, str) else _dumps(op.data)
-            await conn.execute("INSERT INTO events (run_id, seq, event, data) VALUES (%s, %s, %s, %s)",
-                               (op.run_id, seq, op.event, data))
+            earlier = touched.get(op.run_id)
+            if earlier:  # this transaction holds the run's lock already and knows its last seq
+                seq = earlier[-1].seq + 1
+                await conn.execute("INSERT INTO events (run_id, seq, event, data) VALUES (%s, %s, %s, %s)",
+                                   (op.run_id, seq, op.event, data))
+            else:
+                # Appends to one run's log wait for each other: MAX(seq) + 1 stays gap-free and ordered.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (op.run_id,))
+                cur = await conn.execute(
+                    "INSERT INTO events (run_id, seq, event, data) SELECT %s, COALESCE(MAX(seq), 0) + 1, %s, %s "
+                    "FROM events WHERE run_id = %s RETURNING seq", (op.run_id, op.event, data, op.run_id))
+                row = await cur.fetchone()
+                seq = int(row[0]) if row else 1
             touched.setdefault(op.run_id, []).append(StoredEvent(seq, op.event, data))
             return seq
         raise TypeError(f"unknown op {op!r}")  # pragma: no cover - the Op union is closed

@@ -27,6 +27,7 @@ from tests.upstream.server import UpstreamHandle
 def servers() -> Iterator[tuple[PostgresServer, S3Server]]:
     pg, s3 = PostgresServer().start(), S3Server().start()
     with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("SPINDLE_TEST_BACKENDS", raising=False)  # the source here is SQLite + the data dir
         for key, value in s3.env().items():
             mp.setenv(key, value)
         yield pg, s3
