@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{server.host}:{server.port}"
     print(f"Spindle listening on {url}", flush=True)
     print(f"  data dir : {server.data_dir.resolve()}")
+    from spindle.store.factory import describe
+
+    print(f"  metadata : {describe(server.database_url)}")
+    print(f"  files    : {describe(server.blob_url, 'data dir')}")
     print(f"  model    : {model.describe()}")
     if keys.local_mode:
         print("  keys     : local mode - no SPINDLE_API_KEYS set, any key is accepted, loopback only")
