@@ -30,7 +30,6 @@ from psycopg_pool import AsyncConnectionPool
 from spindle.store.base import (
     AppendEvent,
     Conflict,
-    CursorNotFound,
     Delete,
     DeleteChildren,
     ListQuery,
@@ -45,6 +44,7 @@ from spindle.store.base import (
     matches,
 )
 from spindle.store.migrations import MigrationError, load_migrations, statements
+from spindle.store.sqlquery import Dialect, PagePlan, scan_sql
 
 log = logging.getLogger(__name__)
 
@@ -278,58 +278,17 @@ class PostgresStore(MetadataStore):
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def page(self, query: ListQuery) -> Page:
-        clauses = ["kind = %s", "project = %s"]
-        args: list[Any] = [query.kind, query.project]
-        if query.parent is not None:
-            clauses.append("parent = %s")
-            args.append(query.parent)
-        for key, value in query.where.items():
-            clause, values = _field_equals(key, value)
-            clauses.append(clause)
-            args.extend(values)
-        descending = query.order == "desc"
-        reverse = False
-        for param, cursor in (("after", query.after), ("before", query.before)):
-            if cursor is None:
-                continue
-            base = " AND ".join(clauses)
-            rows = await self._fetch(f"SELECT seq FROM objects WHERE id = %s AND {base}", [cursor, *args])
-            if not rows:
-                raise CursorNotFound(param)
-            later = (param == "after") != descending
-            clauses.append("seq > %s" if later else "seq < %s")
-            args.append(rows[0][0])
-            if param == "before" and query.after is None:
-                reverse = True
-        walk_desc = descending != reverse
-        rows = await self._fetch(
-            f"SELECT data::text FROM objects WHERE {' AND '.join(clauses)} ORDER BY seq "
-            f"{'DESC' if walk_desc else 'ASC'} LIMIT %s", [*args, query.limit + 1])
-        has_more = len(rows) > query.limit
-        items = [json.loads(r[0]) for r in rows[: query.limit]]
-        if reverse:
-            items.reverse()
-        return Page(items, has_more)
+        plan = PagePlan(_DIALECT, query)
+        for param, sql_text, args in plan.cursor_lookups():
+            rows = await self._fetch(sql_text, args)
+            plan.add_cursor(param, rows[0][0] if rows else None)
+        sql_text, args = plan.select()
+        return plan.page(await self._fetch(sql_text, args))
 
     async def scan(self, kind: str, where: dict[str, Any] | None = None, *, parent: str | None = None,
                    project: str | None = None, mentions: str | None = None) -> list[dict[str, Any]]:
-        clauses = ["kind = %s"]
-        args: list[Any] = [kind]
-        if mentions is not None:
-            clauses.append("strpos(data::text, %s) > 0")
-            args.append(mentions)
-        if parent is not None:
-            clauses.append("parent = %s")
-            args.append(parent)
-        if project is not None:
-            clauses.append("project = %s")
-            args.append(project)
-        for key, value in (where or {}).items():
-            clause, values = _field_equals(key, value)
-            clauses.append(clause)
-            args.extend(values)
-        rows = await self._fetch(f"SELECT data::text FROM objects WHERE {' AND '.join(clauses)} ORDER BY seq", args)
-        return [json.loads(r[0]) for r in rows]
+        sql_text, args = scan_sql(_DIALECT, kind, where, parent=parent, project=project, mentions=mentions)
+        return [json.loads(r[0]) for r in await self._fetch(sql_text, args)]
 
     async def dump(self, after_seq: int = 0, limit: int = 1000) -> list[StoredObject]:
         rows = await self._fetch("SELECT seq, kind, project, parent, data::text FROM objects WHERE seq > %s "
@@ -378,10 +337,6 @@ def _copy_expect(expect: dict[str, Any]) -> dict[str, Any]:
 
 
 def _path(key: str) -> str:
-    # Field names come from our own code, never from requests; refuse anything odd anyway
-    # because they become part of the SQL text.
-    if not key.replace("_", "").replace(".", "").isalnum():
-        raise ValueError(f"bad field name {key!r}")
     return "{" + ",".join(key.split(".")) + "}"
 
 
@@ -408,3 +363,6 @@ def _field_equals(key: str, value: Any) -> tuple[str, list[Any]]:
     if text is None:
         return f"{target} IS NULL", []
     return f"{target} = %s", [text]
+
+
+_DIALECT = Dialect(param="%s", field_equals=_field_equals, contains="strpos(data::text, %s) > 0", data="data::text")

@@ -24,7 +24,6 @@ from typing import Any
 from spindle.store.base import (
     AppendEvent,
     Conflict,
-    CursorNotFound,
     Delete,
     DeleteChildren,
     ListQuery,
@@ -39,6 +38,7 @@ from spindle.store.base import (
     matches,
 )
 from spindle.store.migrations import apply_migrations
+from spindle.store.sqlquery import Dialect, PagePlan, scan_sql
 
 log = logging.getLogger(__name__)
 
@@ -254,66 +254,20 @@ class SQLiteStore(MetadataStore):
 
     async def page(self, query: ListQuery) -> Page:
         def q(conn: sqlite3.Connection) -> Page:
-            clauses = ["kind = ?", "project = ?"]
-            args: list[Any] = [query.kind, query.project]
-            if query.parent is not None:
-                clauses.append("parent = ?")
-                args.append(query.parent)
-            for key, value in query.where.items():
-                clauses.append(f"json_extract(data, '$.{_field(key)}') = ?")
-                args.append(value)
-            base_where = " AND ".join(clauses)
-            descending = query.order == "desc"
-            reverse = False
-            for param, cursor in (("after", query.after), ("before", query.before)):
-                if cursor is None:
-                    continue
-                row = conn.execute(f"SELECT seq FROM objects WHERE id = ? AND {base_where}", [cursor, *args]).fetchone()
-                if row is None:
-                    raise CursorNotFound(param)
-                # "after" continues in list order; "before" walks back towards the start.
-                later = (param == "after") != descending
-                clauses.append("seq > ?" if later else "seq < ?")
-                args.append(row[0])
-                if param == "before" and query.after is None:
-                    reverse = True
-            where = " AND ".join(clauses)
-            walk_desc = descending != reverse
-            sql = f"SELECT data FROM objects WHERE {where} ORDER BY seq {'DESC' if walk_desc else 'ASC'} LIMIT ?"
-            rows = conn.execute(sql, [*args, query.limit + 1]).fetchall()
-            has_more = len(rows) > query.limit
-            items = [json.loads(r[0]) for r in rows[: query.limit]]
-            if reverse:
-                items.reverse()
-            return Page(items, has_more)
+            plan = PagePlan(_DIALECT, query)
+            for param, sql, args in plan.cursor_lookups():
+                row = conn.execute(sql, args).fetchone()
+                plan.add_cursor(param, row[0] if row else None)
+            sql, args = plan.select()
+            return plan.page(conn.execute(sql, args).fetchall())
 
         return await self._read(q)
 
     async def scan(self, kind: str, where: dict[str, Any] | None = None, *, parent: str | None = None,
                    project: str | None = None, mentions: str | None = None) -> list[dict[str, Any]]:
+        sql, args = scan_sql(_DIALECT, kind, where, parent=parent, project=project, mentions=mentions)
+
         def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            clauses = ["kind = ?"]
-            args: list[Any] = [kind]
-            if mentions is not None:
-                clauses.append("instr(data, ?) > 0")
-                args.append(mentions)
-            if parent is not None:
-                clauses.append("parent = ?")
-                args.append(parent)
-            if project is not None:
-                clauses.append("project = ?")
-                args.append(project)
-            for key, value in (where or {}).items():
-                if isinstance(value, (list, tuple, set)):
-                    values = list(value)
-                    clauses.append(f"json_extract(data, '$.{_field(key)}') IN ({','.join('?' * len(values))})")
-                    args.extend(values)
-                elif value is None:  # JSON null and an absent field alike
-                    clauses.append(f"json_extract(data, '$.{_field(key)}') IS NULL")
-                else:
-                    clauses.append(f"json_extract(data, '$.{_field(key)}') = ?")
-                    args.append(value)
-            sql = f"SELECT data FROM objects WHERE {' AND '.join(clauses)} ORDER BY seq"
             return [json.loads(r[0]) for r in conn.execute(sql, args).fetchall()]
 
         return await self._read(q)
@@ -382,9 +336,14 @@ def _resolve(future: asyncio.Future[list[int | None]], outcome: list[int | None]
         future.set_result(outcome)
 
 
-def _field(key: str) -> str:
-    # Field names come from our own code, never from requests; refuse anything odd anyway
-    # because they are interpolated into the JSON path.
-    if not key.replace("_", "").replace(".", "").isalnum():
-        raise ValueError(f"bad field name {key!r}")
-    return key
+def _field_equals(key: str, value: Any) -> tuple[str, list[Any]]:
+    target = f"json_extract(data, '$.{key}')"
+    if isinstance(value, (list, tuple, set)):
+        values = list(value)
+        return f"{target} IN ({','.join('?' * len(values))})", values
+    if value is None:  # JSON null and an absent field alike
+        return f"{target} IS NULL", []
+    return f"{target} = ?", [value]
+
+
+_DIALECT = Dialect(param="?", field_equals=_field_equals, contains="instr(data, ?) > 0", data="data")
