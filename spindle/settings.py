@@ -73,6 +73,9 @@ class ServerSettings(BaseSettings):
         16, description="Model turns one run may take (tool call, result, call again...) before it ends incomplete."
     )
     requires_action_expiry_s: int = Field(600, description="How long a run may wait for tool outputs before it expires.")
+    run_lease_s: float = Field(
+        15.0, gt=0.5, description="A process executing a run renews its claim this often (÷3); a run whose claim "
+                                  "ran out this long ago is taken over by another process (its process died).")
     poll_after_ms: int = Field(
         100, description="Value of the `openai-poll-after-ms` header that the SDK's *_and_poll helpers obey."
     )

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from spindle.engine import objects, prompt, runstate
+from spindle.engine import leases, objects, prompt, runstate
 from spindle.engine.events import done_event, event
 from spindle.engine.textstream import AnnotatedText
 from spindle.engine.toolchoice import REMINDER, Offer, build_offer
@@ -102,11 +102,12 @@ class Execution:
         return runstate.message_update(message)
 
     async def set_status(self, status: str, extra: list[Op] | None = None, done: bool = False,
-                         expect: str | AnyOf | None = None) -> None:
+                         expect: str | AnyOf | None = None, fields: dict[str, Any] | None = None) -> None:
         expected = self.stored_status if expect is None else expect
         objects.set_run_status(self.run, status)
         self.run["_pending_parts"] = self.pending_parts
-        ops: list[Op] = [*(extra or []), runstate.run_update(self.run, expected), event(f"thread.run.{status}", self.run)]
+        ops: list[Op] = [*(extra or []), runstate.run_update(self.run, expected, fields),
+                         event(f"thread.run.{status}", self.run)]
         if status in objects.TERMINAL_RUN_STATUSES:
             ops.append(runstate.release_thread(self.run))
         if done:
@@ -135,7 +136,10 @@ class Execution:
         self.ctx.completed_calls = [c for s in steps if s["step_details"]["type"] == "tool_calls"
                                     for c in s["step_details"]["tool_calls"]]
         try:
-            await self.set_status("in_progress")
+            # The claim: queued → in_progress once, by this process, which now holds the lease.
+            engine = self.runtime.engine
+            claim = leases.claim_fields(engine.owner, engine.lease_s) if engine is not None else None
+            await self.set_status("in_progress", fields=claim)
             self._check_tools_available()
             if not steps:
                 for tool in self._builtins():

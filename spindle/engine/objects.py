@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from spindle.ids import new_id, now
@@ -38,6 +39,7 @@ def new_run(*, thread_id: str, assistant: dict[str, Any], fields: dict[str, Any]
         "parallel_tool_calls": fields["parallel_tool_calls"] if fields.get("parallel_tool_calls") is not None else True,
         "reasoning_effort": fields.get("reasoning_effort") or assistant.get("reasoning_effort"),
         "_include": list(fields.get("_include") or []),
+        "_queued_at": time.time(),
         # v1's run.file_ids: the files the assistant had (shown to v1 clients only).
         "file_ids": list(assistant.get("_file_ids") or
                          ((assistant.get("tool_resources") or {}).get("code_interpreter") or {}).get("file_ids") or []),
@@ -65,6 +67,8 @@ def finish_step(step: dict[str, Any], status: str, error: dict[str, Any] | None 
 
 def set_run_status(run: dict[str, Any], status: str) -> dict[str, Any]:
     run["status"] = status
+    if status == "queued":
+        run["_queued_at"] = time.time()  # when any process may claim it (engine.leases)
     stamp = {"in_progress": "started_at", "completed": "completed_at", "cancelled": "cancelled_at",
              "failed": "failed_at"}
     if status in stamp and not (status == "in_progress" and run.get("started_at")):

@@ -12,23 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
-from spindle.engine import objects, runstate
+from spindle.engine import leases, objects, runstate
 from spindle.engine.events import done_event, event
 from spindle.engine.execution import Execution, RunStopped
 from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import now
 from spindle.runtime import Runtime
-from spindle.store.base import Conflict, Op, Put
+from spindle.store.base import Conflict, Op, Put, Update
 
 log = logging.getLogger(__name__)
 
 RESTART_ERROR = {
     "code": "server_error",
-    "message": "The server restarted while this run was in progress. The run was stopped; start a new run to continue.",
+    "message": "The server restarted (or the server process running this run stopped) while this run was in "
+               "progress. The run was stopped; start a new run to continue.",
 }
-_SWEEP_INTERVAL_S = 5.0
 
 
 class RunEngine:
@@ -38,16 +39,22 @@ class RunEngine:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._limit = asyncio.Semaphore(runtime.settings.server.max_concurrent_runs)
         self._sweeper: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.owner = leases.process_owner()
+        self.lease_s = runtime.settings.server.run_lease_s
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.recover()
+        # Only a store that other processes share can hold runs someone else is executing.
+        await self.recover(trust_leases=self.store.shared)
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._heartbeat = asyncio.create_task(self._renew_forever())
 
     async def stop(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
+        for loop_task in (self._sweeper, self._heartbeat):
+            if loop_task:
+                loop_task.cancel()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -107,6 +114,8 @@ class RunEngine:
         if task is not None and not task.done():
             task.cancel()  # the execution (or its wait for a slot) writes "cancelled"
             return run
+        if run.get(leases.OWNER) not in (None, self.owner) and leases.lease_alive(run):
+            return run  # another process executes it: its lease renewal sees the cancel
         await self._finish_cancel(run["id"], project)
         return run
 
@@ -166,8 +175,17 @@ class RunEngine:
 
     # -- restart and expiry ------------------------------------------------------------------
 
-    async def recover(self) -> None:
+    async def recover(self, trust_leases: bool = True) -> None:
+        """Settle runs no live process is executing: claim queued ones, fail mid-turn ones,
+        finish cancels. ``trust_leases=False`` (start-up with a store of our own): every
+        active run found belongs to a process that is gone."""
         for run in await self.store.scan("run", {"status": ["queued", "in_progress", "cancelling"]}):
+            if run["id"] in self._tasks:
+                continue  # ours, and running
+            if trust_leases and leases.lease_alive(run):
+                continue  # another live process has it
+            if trust_leases and run["status"] == "queued" and leases.queued_for(run) < self.lease_s / 3:
+                continue  # just queued: the process that queued it is about to claim it
             project = await self._project_of(run)
             if project is None:
                 continue
@@ -175,12 +193,16 @@ class RunEngine:
                 self.launch(run, project)
                 continue
             execution = Execution(self.runtime, run, project)
-            if run["status"] == "cancelling":
-                await execution.cancelled()
-            else:
-                log.warning("run %s was in progress when the server stopped; marking it failed", run["id"])
-                await self._rebuild_messages(run, project)
-                await execution.stop(RunStopped("failed", RESTART_ERROR))
+            try:
+                if run["status"] == "cancelling":
+                    await execution.cancelled()
+                else:
+                    log.warning("run %s was in progress in a process that stopped (%s); marking it failed",
+                                run["id"], run.get(leases.OWNER) or "an earlier start")
+                    await self._rebuild_messages(run, project)
+                    await execution.stop(RunStopped("failed", RESTART_ERROR))
+            except Conflict:
+                continue  # another process settled it first
 
     async def _project_of(self, run: dict[str, Any]) -> str | None:
         found = await self.store.locate("run", run["id"])
@@ -237,8 +259,25 @@ class RunEngine:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            await asyncio.sleep(self.lease_s / 3)
             try:
                 await self.expire_waiting()
+                await self.recover(trust_leases=True)
             except Exception:
-                log.exception("expiry sweep failed")
+                log.exception("run sweep failed")
+
+    async def _renew_forever(self) -> None:
+        """Renew the lease of every run this process executes; a run cancelled through
+        another process is cancelled here (its status no longer matches)."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            for run_id, task in list(self._tasks.items()):
+                try:
+                    await self.store.write([Update("run", run_id, fields={leases.LEASE_UNTIL: time.time() + self.lease_s},
+                                                   expect={leases.OWNER: self.owner, "status": "in_progress"})])
+                except Conflict:
+                    fresh = await self.store.get("run", run_id, None)
+                    if fresh is not None and fresh["status"] == "cancelling" and fresh.get(leases.OWNER) == self.owner:
+                        task.cancel()  # the execution settles the cancel
+                except Exception:
+                    log.exception("renewing the lease of run %s failed", run_id)

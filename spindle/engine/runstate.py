@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spindle.engine import leases
 from spindle.store.base import AnyOf, Delete, Put, Update
 
 # Set by clients (modify endpoints), never by the engine.
@@ -25,12 +26,13 @@ ACTIVE_MARKER_KIND = "thread_active_run"
 
 
 def engine_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``obj`` the engine owns (everything but identity and client fields)."""
-    return {k: v for k, v in obj.items() if k not in CLIENT_FIELDS and k not in _IDENTITY}
+    """The fields of ``obj`` the engine owns (everything but identity, client fields and the
+    lease, which only the claim and its renewals write: an execution's copy of it is stale)."""
+    return {k: v for k, v in obj.items() if k not in CLIENT_FIELDS and k not in _IDENTITY and k not in leases.FIELDS}
 
 
-def run_update(run: dict[str, Any], expect_status: str | AnyOf) -> Update:
-    return Update("run", run["id"], fields=engine_fields(run), expect={"status": expect_status})
+def run_update(run: dict[str, Any], expect_status: str | AnyOf, extra: dict[str, Any] | None = None) -> Update:
+    return Update("run", run["id"], fields={**engine_fields(run), **(extra or {})}, expect={"status": expect_status})
 
 
 def message_update(message: dict[str, Any]) -> Update:

@@ -212,6 +212,10 @@ class CursorNotFound(Exception):
 class MetadataStore(abc.ABC):
     """Objects and run event logs. All methods are safe to call concurrently."""
 
+    # True when several Spindle processes may use the same store at once (PostgreSQL): then
+    # a run another process claimed is left alone until its lease runs out (engine.leases).
+    shared: bool = False
+
     # Set by the app to the event log's ``notify``: called on the event loop after each
     # commit with the events it appended, by run, so live streams in this process get them
     # without reading them back.

@@ -58,6 +58,7 @@ def _dumps(value: Any) -> str:
 
 
 class PostgresStore(MetadataStore):
+    shared = True
     def __init__(self, url: str, min_size: int = 1, max_size: int = 10) -> None:
         self.url = url
         # Autocommit: a read is one statement; a write opens its own transaction block.
