@@ -67,7 +67,7 @@ class KernelChannel:
     """A client connected to one kernel. Not safe for concurrent ``execute`` calls."""
 
     def __init__(
-        self, connection: dict[str, Any], context: zmq.asyncio.Context, *, max_image_bytes: int
+        self, connection: dict[str, Any], context: zmq.asyncio.Context, *, max_image_bytes: int = 64 * _MIB
     ) -> None:
         self._client = AsyncKernelClient(context=context)
         self._client.load_connection_info(connection)  # type: ignore[arg-type]
@@ -189,6 +189,8 @@ class KernelChannel:
                     pass
             if not alive():
                 raise KernelNotReady("the kernel process exited while starting")
+            if self._poll_resets():  # still sending oversized messages: not worth waiting for
+                raise KernelNotReady("the kernel closed the connection (an oversized message)")
             if time.monotonic() >= deadline:
                 raise KernelNotReady(f"the kernel did not answer within {timeout:.0f} s")
 

@@ -144,6 +144,7 @@ class CodeInterpreterTool(BuiltinTool):
         for file_id in _file_ids(ctx):
             if file_id in copied or file_id in state["unreadable"] or file_id in state["copy_notes"]:
                 continue
+            name = file_id
             try:
                 meta = await self.runtime.files.get(ctx.project, file_id)
                 name = str(meta.get("filename") or file_id)
