@@ -78,17 +78,19 @@ class KernelChannel:
         self._limit_mb = message_limit(max_image_bytes) / _MIB
         # libzmq drops an oversized message by closing the connection for good: a monitor on
         # the sockets we read tells us, so the model is told and the channel is reopened.
-        self._monitors = [
-            sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-            for sock in (self._client.iopub_channel.socket, self._client.shell_channel.socket)
+        self._monitored = [
+            self._client.iopub_channel.socket,
+            self._client.shell_channel.socket,
+            self._client.control_channel.socket,  # interrupt replies: unread, but a reset kills interrupts
         ]
+        self._monitors = [sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) for sock in self._monitored]
         self._resets = 0
         self._drainer: asyncio.Task[None] | None = None
         self._early_reply: tuple[str, str] | None = None  # (msg_id, status) read by _collect
 
     def close(self) -> None:
         self._stop_draining_now()
-        for sock in (self._client.iopub_channel.socket, self._client.shell_channel.socket):
+        for sock in self._monitored:
             with contextlib.suppress(zmq.ZMQError):
                 sock.disable_monitor()
         for mon in self._monitors:
