@@ -141,8 +141,8 @@ class KernelChannel:
         drainer, self._drainer = self._drainer, None
         if drainer is not None:
             drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drainer
+            # wait() rather than await: our own cancellation must still reach the caller.
+            await asyncio.wait([drainer])
 
     async def _iopub(self, timeout: float) -> dict[str, Any] | str:
         """The next iopub message, or a description of why it was unreadable (raises Empty).
@@ -235,21 +235,28 @@ class KernelChannel:
         Past ``timeout`` the kernel is interrupted; past ``timeout + grace`` it is given up."""
         await self._stop_draining()
         try:
-            await self._drain_iopub()
-            await self._drain_shell()
-            msg_id = self._client.execute(
-                code, silent=False, store_history=True, allow_stdin=False, stop_on_error=True
-            )
-            try:
-                result, must_restart = await self._collect(msg_id, timeout, grace, alive, on_output)
-            except BaseException:
-                # The caller gave up (run cancelled, on_output failed): stop the code rather than
-                # leave the kernel busy, and make the next call wait until it has really stopped
-                # (a request queued behind an interrupted one would be aborted unrun).
-                self._unfinished = msg_id
-                await self.interrupt()
-                raise
-            if not must_restart and await self._wait_reply(msg_id) == "aborted":
+            for attempt in range(2):
+                await self._drain_iopub()
+                await self._drain_shell()
+                msg_id = self._client.execute(
+                    code, silent=False, store_history=True, allow_stdin=False, stop_on_error=True
+                )
+                try:
+                    result, must_restart = await self._collect(msg_id, timeout, grace, alive, on_output)
+                except BaseException:
+                    # The caller gave up (run cancelled, on_output failed): stop the code rather than
+                    # leave the kernel busy, and make the next call wait until it has really stopped
+                    # (a request queued behind an interrupted one would be aborted unrun).
+                    self._unfinished = msg_id
+                    await self.interrupt()
+                    raise
+                if must_restart or await self._wait_reply(msg_id) != "aborted":
+                    break
+                if attempt == 0 and not result.outputs:
+                    # ipykernel aborts what arrives shortly after an error (here: the interrupted,
+                    # cancelled call before this one). The code did not run: send it again.
+                    await asyncio.sleep(0.2)
+                    continue
                 result.status = "error"
                 result.note = "the kernel did not run this code (aborted after an earlier error)"
             if self._poll_resets() and not must_restart and alive():
