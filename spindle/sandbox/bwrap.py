@@ -1,10 +1,15 @@
 """The bubblewrap command line of a session: what the sandbox can see and do.
 
-Inside, the kernel sees an empty root with only these mounts: /usr (and the /bin, /lib...
-links to it) read-only, a handful of /etc files the C library and Python need (no shadow,
-no ssh, no machine secrets), the sandbox's Python read-only, a fresh /proc of its own PID
-namespace, a minimal /dev, and three writable directories from the session's size-limited
-tmpfs: /mnt/data, /tmp and /run/spindle (the kernel's IPC sockets and connection file).
+Inside, the kernel sees an empty root with only these mounts: the parts of /usr programs
+and libraries need (``USR_DIRS``: not /usr/local, /usr/etc, /usr/src or the rest of
+/usr/share) and the /bin, /lib... links to it, read-only; a handful of /etc files the C
+library and Python need (no shadow, no ssh, no machine secrets), the sandbox's Python
+read-only, a fresh /proc of its own PID namespace, a minimal /dev, and writable directories
+from the session's size-limited tmpfs: /mnt/data, /tmp, /dev/shm and /run/spindle (the
+kernel's IPC sockets; read-only once the kernel has started).
+
+The command line is handed to bubblewrap through a file descriptor (``--args``), not argv:
+bubblewrap is PID 1 inside, and its argv, readable as /proc/1/cmdline, would show host paths.
 
 Every namespace is new (user, mount, PID, network, IPC, UTS, cgroup): the network namespace
 holds only its own loopback, so neither the internet nor the host's 127.0.0.1 is reachable.
@@ -32,6 +37,20 @@ _ETC_FILES = (
 )
 # fmt: on
 _TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# What of /usr is shown: programs and libraries (the Python stdlib is in /usr/lib), and the
+# data files they read (time zones, fonts, MIME types, locales). Not the host's own additions
+# and settings (/usr/local, /usr/etc), sources, headers, docs or the rest of /usr/share.
+# fmt: off
+USR_DIRS = (
+    "/usr/bin", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libx32",
+    "/usr/share/zoneinfo", "/usr/share/fonts", "/usr/share/fontconfig", "/usr/share/mime",
+    "/usr/share/locale", "/usr/share/i18n",
+)
+# fmt: on
+
+
+def _covered(path: Path) -> bool:
+    return any(path == Path(d) or Path(d) in path.parents for d in USR_DIRS)
 
 
 def python_mounts(python: Path) -> list[Path]:
@@ -49,8 +68,10 @@ def python_mounts(python: Path) -> list[Path]:
     unique: list[Path] = []
     for path in mounts:
         path = path.resolve()
-        if path == Path("/usr") or Path("/usr") in path.parents:
-            continue  # /usr is mounted anyway
+        if path == Path("/usr"):
+            continue  # a Debian python: its stdlib and binary are under the USR_DIRS
+        if _covered(path):
+            continue  # mounted anyway
         if path not in unique:
             unique.append(path)
     return unique
@@ -91,7 +112,8 @@ def bwrap_argv(
     seccomp_fd: int,
     cpus: float,
 ) -> list[str]:
-    """The bubblewrap command that starts the kernel of the session rooted at ``session_root``.
+    """The bubblewrap command that starts the kernel of the session rooted at ``session_root``:
+    options, then ``--`` and the kernel's command (see ``split_options``).
 
     ``session_root`` holds ``data``, ``tmp``, ``ipc`` (writable by the session uid) and ``etc``
     (generated passwd/group/hosts, read-only inside)."""
@@ -107,8 +129,9 @@ def bwrap_argv(
         "--uid", str(SANDBOX_UID),
         "--gid", str(SANDBOX_UID),
         "--hostname", "sandbox",
-        "--ro-bind", "/usr", "/usr",
     ]
+    for usr in USR_DIRS:
+        argv += ["--ro-bind-try", usr, usr]
     for name in _TOP_LEVEL_LINKS:
         host = Path("/") / name
         if host.is_symlink():
@@ -127,6 +150,8 @@ def bwrap_argv(
         "--bind", str(session_root / "tmp"), "/tmp",
         "--bind", str(session_root / "data"), DATA_DIR,
         "--bind", str(session_root / "ipc"), IPC_DIR,
+        # bubblewrap's /dev/shm is a directory of its unbounded /dev tmpfs: use the session's.
+        "--bind", str(session_root / "shm"), "/dev/shm",
         "--remount-ro", "/",
         "--chdir", DATA_DIR,
         "--seccomp", str(seccomp_fd),
@@ -135,6 +160,7 @@ def bwrap_argv(
     for key, value in sandbox_env(python, cpus).items():
         argv += ["--setenv", key, value]
     argv += [
+        "--",
         str(python), "-m", "ipykernel_launcher",
         "-f", CONNECTION_FILE,
         "--HistoryManager.enabled=False",
@@ -142,6 +168,13 @@ def bwrap_argv(
     ]
     # fmt: on
     return argv
+
+
+def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``bwrap_argv`` as (bubblewrap's options, ``--`` + the command): the options go through
+    ``--args FD`` so that they never appear in an argv the sandbox can read."""
+    cut = argv.index("--")
+    return argv[1:cut], argv[cut:]
 
 
 # Runs as the session uid: join the session's cgroups (so even bwrap is counted), cap the

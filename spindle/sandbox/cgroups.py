@@ -135,8 +135,22 @@ class CgroupV1:
                 ) from exc
             self._parents[ctl] = parent
         if self._total_memory:
-            # Shared by every instance: the total for all sandboxes on this host.
-            (self._parents["memory"] / "memory.limit_in_bytes").write_text(str(self._total_memory))
+            # Shared by every instance: the total for all sandboxes on this host. memsw may
+            # never be below the memory limit: memory first when lowering, memsw first otherwise.
+            memory = self._parents["memory"]
+            value = str(self._total_memory)
+            files = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+            current = int((memory / files[0]).read_text())
+            for name in files if self._total_memory < current else reversed(files):
+                try:
+                    (memory / name).write_text(value)
+                except FileNotFoundError:  # no swap accounting
+                    continue
+                except OSError as exc:
+                    raise SandboxUnavailable(
+                        f"cannot set the sandboxes' total memory limit ({exc.strerror}); lower "
+                        "SPINDLE_SANDBOX_TOTAL_MEMORY_MB or stop the sessions that use it"
+                    ) from exc
 
     def create(
         self, name: str, *, memory_bytes: int, pids_max: int, cpus: float, owner_uid: int

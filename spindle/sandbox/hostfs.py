@@ -74,7 +74,7 @@ def _candidates(name: str) -> Iterator[str]:
         yield f"{stem}_{n}{dot}{ext}"
 
 
-def write_new_file(dir_path: str, name: str, data: bytes, uid: int) -> str:
+def write_new_file(dir_path: str, name: str, data: bytes, uid: int, *, mode: int = 0o644) -> str:
     """Create a new file in ``dir_path`` under ``name`` or a deduplicated variant; return the name used.
 
     ``O_EXCL | O_NOFOLLOW`` means an existing entry (file, link, FIFO) is never opened: we
@@ -86,7 +86,7 @@ def write_new_file(dir_path: str, name: str, data: bytes, uid: int) -> str:
                 fd = os.open(
                     candidate,
                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o644,
+                    mode,
                     dir_fd=dir_fd,
                 )
             except FileExistsError:
@@ -97,8 +97,13 @@ def write_new_file(dir_path: str, name: str, data: bytes, uid: int) -> str:
                     written = os.write(fd, view)
                     view = view[written:]
                 os.fchown(fd, uid, uid)
-            finally:
+            except BaseException:
+                # A half-written file (ENOSPC) would only take the space a retry needs.
                 os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(candidate, dir_fd=dir_fd)
+                raise
+            os.close(fd)
             return candidate
         raise FileExistsError(f"no free name for {name!r}")
     finally:

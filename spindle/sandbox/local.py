@@ -31,6 +31,7 @@ import zmq.asyncio
 from spindle.sandbox import bwrap, hostfs
 from spindle.sandbox.cgroups import CgroupV1
 from spindle.sandbox.errors import SandboxUnavailable, SessionFailed
+from spindle.sandbox.kernel import configure_context
 from spindle.sandbox.local_session import LocalSession
 from spindle.sandbox.provider import SandboxProvider
 from spindle.sandbox.seccomp import compile_filter
@@ -49,9 +50,10 @@ class BubblewrapProvider(SandboxProvider):
     def __init__(self, settings: SandboxSettings, protected_paths: list[Path] | None = None) -> None:
         self.settings = settings
         self._protected = [p.resolve() for p in (protected_paths or [])]
-        self.instance = f"i{os.getpid()}-{secrets.token_hex(3)}"
+        # Random: the name is part of host paths, and must not give away the server's PID.
+        self.instance = "i" + secrets.token_hex(6)
         self.instance_dir = settings.work_dir / self.instance
-        self.cgroups = CgroupV1(settings.cgroup_parent, self.instance, settings.total_memory_mb * _MIB)
+        self.cgroups = CgroupV1(settings.cgroup_parent, self.instance, settings.total_memory_bytes())
         self.uids = UidAllocator(settings.work_dir / _UIDS_DIR, settings.uid_base)
         self._spawner = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sandbox-spawn"
@@ -70,6 +72,7 @@ class BubblewrapProvider(SandboxProvider):
     async def start(self) -> None:
         await asyncio.to_thread(self._check_host)
         self.zmq_context = zmq.asyncio.Context()
+        configure_context(self.zmq_context, self.settings.max_output_file_mb * _MIB)
         try:
             first = await self.create_session()  # ready means: started, connected, preload ran
         except SessionFailed as exc:
@@ -208,22 +211,37 @@ class BubblewrapProvider(SandboxProvider):
 
     def _spawn(self, session: LocalSession) -> subprocess.Popen[bytes]:
         seccomp_fd = os.memfd_create("spindle-seccomp", 0)  # inheritable: bwrap reads it
-        log_fd = os.open(
-            session.root / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-        )
+        # bwrap's argv is the sandbox's /proc/1/cmdline, so its options (host paths) are read
+        # from a pipe instead: read to the end by bwrap, nothing is left for the sandbox.
+        args_read, args_write = os.pipe()
+        log_fd = session.log_fd
         try:
             os.write(seccomp_fd, self._seccomp)
             os.lseek(seccomp_fd, 0, os.SEEK_SET)
-            command = bwrap.bwrap_argv(
-                bwrap=self._bwrap,
-                python=self.settings.python,
-                ro_binds=self._ro_binds,
-                session_root=session.root,
-                seccomp_fd=seccomp_fd,
-                cpus=self.settings.cpus,
+            options, command = bwrap.split_options(
+                bwrap.bwrap_argv(
+                    bwrap=self._bwrap,
+                    python=self.settings.python,
+                    ro_binds=self._ro_binds,
+                    session_root=session.root,
+                    seccomp_fd=seccomp_fd,
+                    cpus=self.settings.cpus,
+                )
             )
+            payload = b"".join(arg.encode() + b"\0" for arg in options)
+            if len(payload) > 60000:  # a pipe holds 64 KiB: more would block this write
+                raise SessionFailed(
+                    "the sandbox's command line is too long (SPINDLE_SANDBOX_EXTRA_RO_BINDS?)"
+                )
+            os.write(args_write, payload)
+            os.close(args_write)
+            args_write = -1
             assert session.cgroup is not None
-            argv = bwrap.launcher_argv(session.cgroup.procs_files, self.settings.memory_mb * 1024, command)
+            argv = bwrap.launcher_argv(
+                session.cgroup.procs_files,
+                self.settings.memory_mb * 1024,
+                [self._bwrap, "--args", str(args_read), *command],
+            )
             return subprocess.Popen(
                 argv,
                 user=session.uid,
@@ -233,13 +251,15 @@ class BubblewrapProvider(SandboxProvider):
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=log_fd,
-                pass_fds=(seccomp_fd,),
+                pass_fds=(seccomp_fd, args_read),
                 start_new_session=True,  # a Ctrl-C on the server's terminal is not for the sandbox
                 cwd="/",
             )
         finally:
             os.close(seccomp_fd)
-            os.close(log_fd)
+            os.close(args_read)
+            if args_write != -1:
+                os.close(args_write)
 
     def session_finished(self, session: LocalSession) -> None:
         """Called by a session once torn down: its uid may be reused."""

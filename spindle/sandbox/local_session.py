@@ -1,9 +1,15 @@
 """A session of the bubblewrap provider: its host directories, its kernel, its limits' reports.
 
 The session's tmpfs (mounted on the host at ``<instance dir>/<session id>``) holds ``data``
-(/mnt/data), ``tmp`` (/tmp), ``ipc`` (/run/spindle: sockets and connection file) and ``etc``
-(generated passwd/group/hosts). The kernel can be killed and relaunched in place after a
-timeout or crash: variables are lost, the tmpfs and so the files are kept.
+(/mnt/data), ``tmp`` (/tmp), ``shm`` (/dev/shm), ``ipc`` (/run/spindle: sockets and connection
+file) and ``etc`` (generated passwd/group/hosts). The kernel can be killed and relaunched in
+place after a timeout or crash: variables are lost, the tmpfs and so the files are kept.
+
+The server (root) connects to the kernel's sockets by path, so ``ipc`` must never hold
+anything the code put there: it is made afresh for each kernel, writable by the session uid
+only until the kernel has bound its sockets and answered, then handed to root (read-only for
+the sandbox) before any user code runs. A symlink or directory the code tries to plant there
+fails with EACCES; the server never follows a path the sandbox can write.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -71,12 +78,17 @@ class LocalSession(SandboxSession):
         self._provider = provider
         self._settings = provider.settings
         self.uid = uid
-        self.id = f"u{uid - self._settings.uid_base}-{secrets.token_hex(3)}"
+        # Random, not the uid slot: the id is in host paths and must not count sessions.
+        self.id = "s" + secrets.token_hex(6)
         self.root = provider.instance_dir / self.id
         self.cgroup: SessionCgroup | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: KernelChannel | None = None
+        self._connection: dict[str, Any] = {}
         self._closed = False
+        # The kernel's stdout/stderr. A memfd, not a file in the session dir: the sandbox can
+        # readlink its fds, and a file's would be a host path. Charged to the session's writer.
+        self._log_fd = os.memfd_create("kernel-log", os.MFD_CLOEXEC)
 
     # -- start / stop -------------------------------------------------------------------
 
@@ -84,7 +96,7 @@ class LocalSession(SandboxSession):
         """Blocking: the tmpfs, its directories and the cgroups."""
         self.root.mkdir(mode=0o711)
         hostfs.mount_tmpfs(str(self.root), size_bytes=self._settings.disk_mb * _MIB, uid=0, mode=0o711)
-        for sub in ("data", "tmp", "ipc"):
+        for sub in ("data", "tmp", "shm"):
             path = self.root / sub
             path.mkdir(mode=0o700)
             os.chown(path, self.uid, self.uid)
@@ -107,21 +119,39 @@ class LocalSession(SandboxSession):
         )
 
     def _write_connection(self) -> dict[str, Any]:
-        """Blocking: a fresh key and socket paths; returns the server-side connection info."""
+        """Blocking: a fresh ``ipc`` directory, key and socket paths; returns the server-side
+        connection info. Called with no process of the session alive."""
         ipc = self.root / "ipc"
-        for entry in ipc.iterdir():  # stale sockets of a previous kernel
-            entry.unlink()
+        # The session root is root's (0711): only we can replace ``ipc`` itself. Whatever the
+        # last kernel left in it goes with it (rmtree never follows links).
+        if os.path.lexists(ipc):
+            if os.path.isdir(ipc) and not os.path.islink(ipc):
+                shutil.rmtree(ipc)
+            else:
+                os.unlink(ipc)
+        os.mkdir(ipc, 0o700)
+        os.chown(ipc, self.uid, self.uid)  # the kernel creates its sockets here
         key = secrets.token_hex(32)
         info: dict[str, Any] = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", **_PORTS}
         # The kernel binds inside its mount namespace; we connect to the same sockets from the host.
         inside = {**info, "ip": f"{bwrap.IPC_DIR}/k", "kernel_name": ""}
-        path = ipc / "connection.json"
-        path.write_text(json.dumps(inside))
-        os.chown(path, self.uid, self.uid)
+        # Root's and read-only for the kernel, which only reads it.
+        hostfs.write_new_file(str(ipc), "connection.json", json.dumps(inside).encode(), 0, mode=0o644)
         return {**info, "ip": str(ipc / "k")}
 
+    def _seal_ipc(self) -> None:
+        """Blocking: make ``ipc`` root's now that the kernel's sockets exist, so the code can
+        neither replace them nor add anything the server would later connect to."""
+        ipc = self.root / "ipc"
+        fd = os.open(ipc, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchown(fd, 0, 0)
+            os.fchmod(fd, 0o755)
+        finally:
+            os.close(fd)
+
     async def launch(self) -> None:
-        connection = await asyncio.to_thread(self._write_connection)
+        connection = self._connection = await asyncio.to_thread(self._write_connection)
         spawning = asyncio.ensure_future(asyncio.to_thread(self._provider.spawn, self))
         try:
             self._proc = await asyncio.shield(spawning)
@@ -130,9 +160,12 @@ class LocalSession(SandboxSession):
             self._proc = await spawning
             raise
         assert self._provider.zmq_context is not None
-        self._channel = KernelChannel(connection, self._provider.zmq_context)
+        self._channel = KernelChannel(
+            connection, self._provider.zmq_context, max_image_bytes=self._settings.max_output_file_mb * _MIB
+        )
         try:
             await self._channel.wait_ready(self._settings.start_timeout_s, self.alive)
+            await asyncio.to_thread(self._seal_ipc)
             modules = [m.strip() for m in self._settings.preload.split(",") if m.strip()]
             if modules:
                 reply = await self._channel.run_silent(_preload_code(modules), self._settings.start_timeout_s)
@@ -140,10 +173,34 @@ class LocalSession(SandboxSession):
                     log.warning("sandbox preload failed: %s", reply.get("evalue"))
         except KernelNotReady as exc:
             raise SessionFailed(f"{exc}; kernel log: {self._log_tail()}") from exc
+        self._channel.start_draining()
+
+    @property
+    def log_fd(self) -> int:
+        return self._log_fd
+
+    async def _reconnect(self) -> None:
+        """A new channel to the running kernel (state kept), after libzmq closed a connection
+        because the kernel sent an oversized message. ``ipc`` is sealed: the paths are ours."""
+        assert self._provider.zmq_context is not None
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = KernelChannel(
+            self._connection,
+            self._provider.zmq_context,
+            max_image_bytes=self._settings.max_output_file_mb * _MIB,
+        )
+        try:
+            await self._channel.wait_ready(self._settings.start_timeout_s, self.alive)
+        except KernelNotReady:
+            await self.restart()
+            return
+        self._channel.start_draining()
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):
-            return (self.root / "kernel.log").read_text(errors="replace")[-2000:]
+            size = os.fstat(self._log_fd).st_size
+            return os.pread(self._log_fd, 2000, max(0, size - 2000)).decode(errors="replace")
         return ""
 
     def _kill(self) -> None:
@@ -184,6 +241,8 @@ class LocalSession(SandboxSession):
             self.root.rmdir()
         if self.cgroup is not None:
             self.cgroup.remove()
+        with contextlib.suppress(OSError):
+            os.close(self._log_fd)
 
     def _kill_strays(self) -> int:
         """Blocking: SIGKILL every process of the session except bwrap and the kernel."""
@@ -243,6 +302,9 @@ class LocalSession(SandboxSession):
                 "the Python process had stopped and was restarted before this call (variables were lost)"
             )
         assert self._channel is not None and self.cgroup is not None
+        if self._channel.broken:  # reset between calls (a background thread's oversized output)
+            await self._reconnect()
+            assert self._channel is not None
         if not await self._channel.settle(self._settings.interrupt_grace_s):
             await self.restart()
             notes.append("the previous, cancelled call did not stop; " + _RESTARTED)
@@ -276,6 +338,8 @@ class LocalSession(SandboxSession):
         if must_restart:
             await self.restart()
             notes.append(_RESTARTED)
+        elif self._channel is not None and self._channel.broken and self.alive():
+            await self._reconnect()
         elif result.status == "timeout":
             # Processes the interrupted code started (a fork bomb's copies of the kernel, a
             # hung subprocess) would otherwise hold the session's process slots forever.

@@ -78,6 +78,7 @@ class SessionManager:
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._pool: list[SandboxSession] = []
         self._starting = 0
+        self._closing = 0  # ended sessions whose close() has not returned: still alive
         self._need_fill = asyncio.Event()
         self._pool_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -189,7 +190,7 @@ class SessionManager:
         self._ended.pop(key, None)
         ts = self._threads.pop(key, None)
         if ts is not None:
-            await ts.session.close()
+            await self._close(ts.session)
 
     def thread_session(self, key: str) -> ThreadSession | None:
         return self._threads.get(key)
@@ -208,23 +209,39 @@ class SessionManager:
             self._ended[key] = True
             while len(self._ended) > _ENDED_MEMORY:
                 self._ended.popitem(last=False)
-        await ts.session.close()
+        await self._close(ts.session)
         self._need_fill.set()
 
+    async def _close(self, session: SandboxSession) -> None:
+        """Close a session that is no longer in ``_threads`` or ``_pool``; it counts against
+        the cap until its processes are gone."""
+        self._closing += 1
+        try:
+            await session.close()
+        finally:
+            self._closing -= 1
+
     def _total(self) -> int:
-        return len(self._threads) + len(self._pool) + self._starting
+        """Sessions that exist: assigned, pooled, starting, or still closing."""
+        return len(self._threads) + len(self._pool) + self._starting + self._closing
 
     async def _take_session(self) -> SandboxSession:
-        while self._pool:
-            session = self._pool.pop(0)
-            self._need_fill.set()
-            if session.alive():
-                return session
-            await session.close()
-        if self._total() >= self.settings.max_sessions and not await self._evict_one():
-            raise SandboxCapacityError(
-                f"all {self.settings.max_sessions} code sessions are busy; try again shortly"
-            )
+        # Every await below lets other leases and the pool filler run, so the cap is checked
+        # again after each one, and the slot is taken (``_starting``) in the same step as the
+        # check that found it free.
+        while True:
+            while self._pool:
+                session = self._pool.pop(0)
+                self._need_fill.set()
+                if session.alive():
+                    return session
+                await self._close(session)
+            if self._total() < self.settings.max_sessions:
+                break
+            if not await self._evict_one():
+                raise SandboxCapacityError(
+                    f"all {self.settings.max_sessions} code sessions are busy; try again shortly"
+                )
         self._starting += 1
         try:
             return await self.provider.create_session()
@@ -295,5 +312,5 @@ class SessionManager:
                     await self._end(key, ts, remember=True)
             for session in [s for s in self._pool if not s.alive()]:
                 self._pool.remove(session)
-                await session.close()
+                await self._close(session)
                 self._need_fill.set()

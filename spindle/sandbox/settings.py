@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_MIB = 1024 * 1024
+
 
 class SandboxSettings(BaseSettings):
     """The sandbox provider, the session pool and the per-session limits."""
@@ -66,7 +68,9 @@ class SandboxSettings(BaseSettings):
         default=2048, description="Memory per session (cgroup limit and per-process data limit), MiB."
     )
     total_memory_mb: int = Field(
-        default=0, description="Memory for all sessions together (parent cgroup), MiB; 0 = no limit."
+        default=0,
+        description="Memory for all sessions together (parent cgroup), MiB. 0 = automatic: the machine's "
+        "memory minus a reserve for the server and the host (a quarter of it, at least 2048 MiB); -1 = no limit.",
     )
     pids_max: int = Field(default=256, description="Processes and threads per session.")
     cpus: float = Field(default=1.0, description="CPU time per session, in cores (CFS quota).")
@@ -94,4 +98,36 @@ class SandboxSettings(BaseSettings):
     max_output_files: int = Field(
         default=20, description="Files written to /mnt/data that one call may turn into Files."
     )
-    max_output_file_mb: int = Field(default=64, description="Largest /mnt/data file turned into a File, MiB.")
+    max_output_file_mb: int = Field(
+        default=64,
+        description="Largest /mnt/data file or image turned into a File, MiB (kernel messages are limited to "
+        "what a base64 image of this size needs).",
+    )
+    max_output_call_mb: int = Field(
+        default=256, description="Bytes of Files (images and /mnt/data files) one call may create, MiB."
+    )
+    max_output_project_mb: int = Field(
+        default=4096,
+        description="Bytes of Code Interpreter output Files (purpose `assistants_output`) a project may hold, "
+        "MiB; past it no more are made until some are deleted.",
+    )
+
+    def total_memory_bytes(self) -> int:
+        """The limit for all sessions together (0 = none), with the automatic default resolved."""
+        if self.total_memory_mb < 0:
+            return 0
+        if self.total_memory_mb > 0:
+            return self.total_memory_mb * _MIB
+        machine = machine_memory_bytes()
+        reserve = max(2048 * _MIB, machine // 4)
+        # Never below one session's limit, or no session could ever start.
+        return max(self.memory_mb * _MIB, machine - reserve)
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of the host (MemTotal)."""
+    with open("/proc/meminfo", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("MemTotal missing from /proc/meminfo")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 from pathlib import Path
 
 from spindle.sandbox.errors import SessionFailed
@@ -24,15 +25,17 @@ class UidAllocator:
         self._base = base
         self._count = count
         self._held: dict[int, int] = {}  # uid -> fd holding its lock
-        self._next = 0
 
     def setup(self) -> None:
         self._dir.mkdir(mode=0o700, exist_ok=True)
 
     def acquire(self) -> int:
         """Blocking: a free uid, locked until ``release``. Raises ``SessionFailed`` when none is."""
+        # A random slot, not the next one: the host uid is visible inside (/proc/self/uid_map)
+        # and must not tell the code how many sessions came before it.
+        start = secrets.randbelow(self._count)
         for step in range(self._count):
-            n = (self._next + step) % self._count
+            n = (start + step) % self._count
             uid = self._base + n
             if uid in self._held:
                 continue
@@ -43,7 +46,6 @@ class UidAllocator:
                 os.close(fd)
                 continue
             self._held[uid] = fd
-            self._next = n + 1  # round robin: a just-freed uid is reused last
             return uid
         raise SessionFailed("no free sandbox uid")
 

@@ -102,8 +102,11 @@ def test_rendering() -> None:
     error = ErrorOutput("ZeroDivisionError", "division by zero", ["\x1b[1mTraceback\x1b[0m", colored])
     assert output_text(error) == "Traceback\nZeroDivisionError: division by zero\n"
     assert output_text(TextOutput("result", "42")) == "42\n"
-    assert model_output("", images=0, written=[], skipped=[], notes=[]) == "[the code ran without output]"
-    out = model_output("hi\n", images=2, written=["x.csv"], skipped=[], notes=["slow"])
+    assert (
+        model_output("", images=0, written=[], skipped=[], notes=[], max_chars=20000)
+        == "[the code ran without output]"
+    )
+    out = model_output("hi\n", images=2, written=["x.csv"], skipped=[], notes=["slow"], max_chars=20000)
     assert (
         out
         == "hi\n\n[2 images displayed to the user]\n\n[files saved, link them in your answer as sandbox:/mnt/data/x.csv]\n\n[slow]"
@@ -116,7 +119,7 @@ def test_recorder_keeps_head_and_tail_only() -> None:
     async def sink(delta: dict[str, Any]) -> None:
         sent.append(delta)
 
-    recorder = CallRecorder(None, "call_1", sink, max_chars=100, max_images=0)  # type: ignore[arg-type]
+    recorder = CallRecorder(None, "call_1", sink, max_chars=100, max_images=0, quota=None)  # type: ignore[arg-type]
 
     async def feed() -> None:
         for i in range(1000):

@@ -53,6 +53,16 @@ class FakeFiles:
     async def create(self, project: str, *, filename: str, data: bytes, purpose: str) -> dict[str, Any]:
         return self.objects[self.add(filename, data, purpose)]
 
+    @property
+    def store(self) -> FakeFiles:
+        return self  # what the tool's project quota reads: ``files.store.scan``
+
+    async def scan(
+        self, kind: str, where: dict[str, Any] | None = None, *, project: str | None = None
+    ) -> list[Any]:
+        assert kind == "file"
+        return [o for o in self.objects.values() if all(o.get(k) == v for k, v in (where or {}).items())]
+
 
 def fake_runtime(tmp_path: Path, **sandbox: Any) -> Any:
     settings = SimpleNamespace(data_dir=tmp_path / "data", sandbox=sandbox_settings(**sandbox))

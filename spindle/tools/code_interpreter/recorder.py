@@ -13,6 +13,7 @@ from typing import Any
 
 from spindle.sandbox import ImageOutput, Output
 from spindle.tools.base import RunContext, ToolCallSink
+from spindle.tools.code_interpreter.quota import CallQuota
 from spindle.tools.code_interpreter.render import head_size, output_text
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg"}
@@ -22,9 +23,16 @@ class CallRecorder:
     """Holds at most ``max_chars`` of logs (the head and a rolling tail), whatever the code prints."""
 
     def __init__(
-        self, ctx: RunContext, call_id: str, sink: ToolCallSink, max_chars: int, max_images: int
+        self,
+        ctx: RunContext,
+        call_id: str,
+        sink: ToolCallSink,
+        max_chars: int,
+        max_images: int,
+        quota: CallQuota,
     ) -> None:
         self._ctx = ctx
+        self._quota = quota
         self._call_id = call_id
         self._sink = sink
         self._head_limit = head_size(max_chars)
@@ -67,9 +75,9 @@ class CallRecorder:
     async def _add_image(self, image: ImageOutput) -> None:
         n = len(self.image_file_ids) + 1
         filename = f"{self._call_id}-image-{n}.{_EXTENSIONS.get(image.mime, 'png')}"
-        created = await self._ctx.runtime.files.create(
-            self._ctx.project, filename=filename, data=image.data, purpose="assistants_output"
-        )
+        created = await self._quota.create(filename, image.data)
+        if created is None:  # over a byte quota: counted and noted by the quota
+            return
         file_id = str(created["id"])
         self.image_file_ids.append(file_id)
         entry = {"type": "image", "image": {"file_id": file_id}}

@@ -38,6 +38,35 @@ def head_size(limit: int) -> int:
     return int(limit * 0.6)
 
 
+def _listing(items: list[str], budget: int) -> str:
+    """``items`` joined with ", " within ``budget`` characters, then how many were left out."""
+    full = ", ".join(items)
+    if len(full) <= budget:
+        return full
+    room = budget - len(f" ... and {len(items)} more")
+    out = ""
+    for n, item in enumerate(items):
+        piece = item if not out else ", " + item
+        if len(out) + len(piece) > room:
+            return f"{out} ... and {len(items) - n} more"
+        out += piece
+    return out
+
+
+def cut_middle(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, its middle replaced by a note saying how much."""
+    if len(text) <= limit:
+        return text
+    note_len = len(f"\n[... {len(text)} characters truncated ...]\n")
+    keep = max(0, limit - note_len)
+    head = head_size(keep)
+    tail = keep - head
+    dropped = len(text) - head - tail
+    return (
+        f"{text[:head]}\n[... {dropped} characters truncated ...]\n{text[len(text) - tail :] if tail else ''}"
+    )
+
+
 def model_output(
     logs: str,
     *,
@@ -45,22 +74,33 @@ def model_output(
     written: list[str],
     skipped: list[str],
     notes: list[str],
+    max_chars: int,
 ) -> str:
-    """The tool message the model reads after one call."""
-    parts: list[str] = []
-    if logs.strip():
-        parts.append(logs.rstrip("\n"))
+    """The tool message the model reads after one call, never longer than ``max_chars``:
+    listings are cut to a share of it ("... and N more"), the logs get what is left."""
+    share = max(200, max_chars // 5)
+    extra: list[str] = []
     if images:
-        parts.append(f"[{images} image{'s' if images > 1 else ''} displayed to the user]")
+        extra.append(f"[{images} image{'s' if images > 1 else ''} displayed to the user]")
     if written:
-        listing = ", ".join(f"sandbox:/mnt/data/{p}" for p in written)
-        parts.append(f"[files saved, link them in your answer as {listing}]")
+        listing = _listing([f"sandbox:/mnt/data/{p}" for p in written], share)
+        extra.append(f"[files saved, link them in your answer as {listing}]")
     if skipped:
-        parts.append(
-            f"[not exported (too large or too many): {', '.join('/mnt/data/' + p for p in skipped)}]"
+        extra.append(
+            f"[not exported (too large or too many): {_listing(['/mnt/data/' + p for p in skipped], share)}]"
         )
     for note in notes:
-        parts.append(f"[{note}]")
+        extra.append(f"[{cut_middle(note, share)}]")
+    parts: list[str] = []
+    rest = "\n\n".join(extra)
+    if len(rest) > max_chars:
+        rest = cut_middle(rest, max_chars)
+    if logs.strip():
+        room = max_chars - len(rest) - (2 if rest else 0)
+        if room > 0:
+            parts.append(cut_middle(logs.rstrip("\n"), room))
+    if rest:
+        parts.append(rest)
     if not parts:
         return "[the code ran without output]"
-    return "\n\n".join(parts)
+    return "\n\n".join(parts)[:max_chars]

@@ -25,8 +25,9 @@ from spindle.sandbox.settings import SandboxSettings
 from spindle.tools.base import BuiltinTool, RunContext, ToolCall, ToolCallSink, ToolResult, ToolUnavailable
 from spindle.tools.code_interpreter import links
 from spindle.tools.code_interpreter.arguments import BadArguments, parse_code, partial_code
+from spindle.tools.code_interpreter.quota import CallQuota, ProjectLocks
 from spindle.tools.code_interpreter.recorder import CallRecorder
-from spindle.tools.code_interpreter.render import model_output
+from spindle.tools.code_interpreter.render import cut_middle, model_output
 
 if TYPE_CHECKING:
     from spindle.runtime import Runtime
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FUNCTION_NAME = "python"
 _SCRATCH = "code_interpreter"
+_MIB = 1024 * 1024
 _RESET_NOTE = (
     "the previous Python session of this thread expired, so its variables and the files it "
     "created are gone; the uploaded files were copied again"
@@ -75,6 +77,7 @@ class CodeInterpreterTool(BuiltinTool):
         self.runtime = runtime
         self.manager = manager
         self.settings = settings
+        self._project_locks = ProjectLocks()
 
     @staticmethod
     def _key(project: str, thread_id: str) -> str:
@@ -96,8 +99,13 @@ class CodeInterpreterTool(BuiltinTool):
         ]
         files: list[tuple[str, str]] = state.get("files", [])
         if files:
-            lines.append("Files available in /mnt/data:")
-            lines += [f"- /mnt/data/{path} (uploaded as {name!r})" for path, name in files]
+            listing = "\n".join(f"- /mnt/data/{path} (uploaded as {name!r})" for path, name in files)
+            # Thousands of attachments must not flood the model's context either.
+            lines.append(
+                "Files available in /mnt/data:\n" + cut_middle(listing, self.settings.max_output_chars)
+            )
+        for note in state.get("copy_notes", {}).values():
+            lines.append(f"Note: {note}.")
         if state.get("reset"):
             lines.append(f"Note: {_RESET_NOTE}.")
         return "\n".join(lines)
@@ -126,22 +134,38 @@ class CodeInterpreterTool(BuiltinTool):
 
     async def _sync_inputs(self, ctx: RunContext, lease: Lease) -> None:
         """Copy the run's files not yet in this session; record the listing for instructions."""
-        state = ctx.scratch.setdefault(_SCRATCH, {"files": [], "reset": False, "unreadable": set()})
+        state = ctx.scratch.setdefault(
+            _SCRATCH, {"files": [], "reset": False, "unreadable": set(), "copy_notes": {}, "new_notes": []}
+        )
         if lease.reset:
             state["reset"] = True
         copied = lease.thread.input_files
+        disk = self.settings.disk_mb * _MIB
         for file_id in _file_ids(ctx):
-            if file_id in copied or file_id in state["unreadable"]:
+            if file_id in copied or file_id in state["unreadable"] or file_id in state["copy_notes"]:
                 continue
+            name = file_id
             try:
                 meta = await self.runtime.files.get(ctx.project, file_id)
+                name = str(meta.get("filename") or file_id)
+                if int(meta.get("bytes") or 0) > disk:
+                    raise OSError(f"it is larger than the sandbox's {self.settings.disk_mb} MiB disk")
                 data = await self.runtime.files.read(ctx.project, file_id)
+                copied[file_id] = (await lease.session.put_file(name, data), name)
             except (NotFoundError, FileNotFoundError) as exc:  # deleted since: skip it, the run goes on
                 log.warning("code_interpreter: file %s not copied: %s", file_id, exc)
                 state["unreadable"].add(file_id)
-                continue
-            name = str(meta.get("filename") or file_id)
-            copied[file_id] = (await lease.session.put_file(name, data), name)
+            except OSError as exc:
+                # /mnt/data full (ENOSPC), or the file cannot fit at all: this run goes on
+                # without it, and the next run tries again, so the thread is never stuck.
+                why = exc.strerror if exc.strerror else str(exc)
+                note = (
+                    f"the file {name[:200]!r} could not be copied into /mnt/data ({why}); the sandbox's "
+                    f"disk of {self.settings.disk_mb} MiB is shared by /mnt/data and /tmp: delete files "
+                    "there to make room, it is copied again on the next run"
+                )
+                state["copy_notes"][file_id] = note
+                state["new_notes"].append(note)
         state["files"] = list(copied.values())
 
     async def call(self, ctx: RunContext, call: ToolCall, sink: ToolCallSink) -> ToolResult:
@@ -168,19 +192,35 @@ class CodeInterpreterTool(BuiltinTool):
     ) -> ToolResult:
         await self._sync_inputs(ctx, lease)
         before = {f.path: f for f in await lease.session.list_files()}
+        quota = CallQuota(
+            self.runtime.files,
+            ctx.project,
+            call_bytes=self.settings.max_output_call_mb * _MIB,
+            project_bytes=self.settings.max_output_project_mb * _MIB,
+            locks=self._project_locks,
+        )
         recorder = CallRecorder(
-            ctx, call.id, sink, self.settings.max_output_chars, self.settings.max_output_files
+            ctx, call.id, sink, self.settings.max_output_chars, self.settings.max_output_files, quota
         )
         result = await lease.execute(code, timeout=self.settings.call_timeout_s, on_output=recorder.on_output)
         if result.note:  # a tripped limit or a restart: shown in the step's logs too
             await recorder.add_text(f"\n[{result.note}]\n")
         changed = [f for f in await lease.session.list_files() if before.get(f.path) != f]
-        written, skipped = await self._export(ctx, lease, changed)
+        written, skipped = await self._export(lease, changed, quota)
         notes = [_RESET_NOTE] if lease.reset else []
+        state = ctx.scratch.get(_SCRATCH, {})
+        notes += state.get("new_notes", [])
+        state["new_notes"] = []
         if recorder.images_dropped:
             notes.append(f"{recorder.images_dropped} more images were not saved (limit per call)")
+        notes += quota.notes()
         output = model_output(
-            recorder.logs, images=len(recorder.image_file_ids), written=written, skipped=skipped, notes=notes
+            recorder.logs,
+            images=len(recorder.image_file_ids),
+            written=written,
+            skipped=skipped,
+            notes=notes,
+            max_chars=self.settings.max_output_chars,
         )
         images = [{"type": "image_file", "image_file": {"file_id": fid}} for fid in recorder.image_file_ids]
         return ToolResult(
@@ -193,25 +233,27 @@ class CodeInterpreterTool(BuiltinTool):
         )
 
     async def _export(
-        self, ctx: RunContext, lease: Lease, changed: list[SandboxFile]
+        self, lease: Lease, changed: list[SandboxFile], quota: CallQuota
     ) -> tuple[list[str], list[str]]:
         """Turn files the call wrote into Files; returns (exported paths, skipped paths)."""
         outputs = lease.thread.output_files
-        limit = self.settings.max_output_file_mb * 1024 * 1024
+        limit = self.settings.max_output_file_mb * _MIB
         written: list[str] = []
         skipped: list[str] = []
         for f in changed:
             if len(written) >= self.settings.max_output_files or f.size > limit:
                 skipped.append(f.path)
                 continue
+            if not quota.fits_call(f.size):  # known before reading: the bytes are never loaded
+                continue
             try:
                 data = await lease.session.read_file(f.path, limit)
             except (OSError, ValueError):  # vanished, replaced by a link, grew: not exported
                 skipped.append(f.path)
                 continue
-            created = await self.runtime.files.create(
-                ctx.project, filename=f"/mnt/data/{f.path}", data=data, purpose="assistants_output"
-            )
+            created = await quota.create(f"/mnt/data/{f.path}", data)
+            if created is None:
+                continue
             outputs[f.path] = str(created["id"])
             written.append(f.path)
         return written, skipped
