@@ -119,8 +119,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         runtime: Runtime = app.state.runtime
+        sandbox = runtime.extensions.get("sandbox")
         return {"status": "ok", "model": runtime.model.describe(), "tools": sorted(runtime.tools),
-                "tool_problems": runtime.extensions.get("tool_problems", {})}
+                "tool_problems": runtime.extensions.get("tool_problems", {}),
+                "sandbox_sessions": sandbox.stats() if hasattr(sandbox, "stats") else None}
 
     app.add_middleware(RequestLimitsMiddleware, max_json_bytes=settings.server.max_json_body_bytes,
                        max_upload_bytes=settings.server.max_upload_bytes)

@@ -221,6 +221,11 @@ class SessionManager:
         finally:
             self._closing -= 1
 
+    def stats(self) -> dict[str, int]:
+        """Session counts, for /healthz and operators."""
+        return {"assigned": len(self._threads), "pooled": len(self._pool), "starting": self._starting,
+                "closing": self._closing, "pool_size": self.settings.pool_size, "max": self.settings.max_sessions}
+
     def _total(self) -> int:
         """Sessions that exist: assigned, pooled, starting, or still closing."""
         return len(self._threads) + len(self._pool) + self._starting + self._closing
