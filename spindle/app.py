@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from spindle.api import assistants, files, runs, threads
+from spindle.api import assistants, files, operations, runs, threads
 from spindle.api.common import today
 from spindle.api.context import AzureRoutingMiddleware, KeyRing
 from spindle.api.errors import install_error_handlers, subsystem_required
@@ -18,6 +17,7 @@ from spindle.api.responses import SafeJSONResponse
 from spindle.engine.events import EventLog
 from spindle.engine.runner import RunEngine
 from spindle.llm.client import build_model
+from spindle.observability import Metrics, MetricsMiddleware, runtime_gauges
 from spindle.runtime import Runtime
 from spindle.services.assistants import AssistantService
 from spindle.services.file_references import FileReferences
@@ -49,6 +49,8 @@ async def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings=settings, store=store, blobs=blobs, files=FileService(store, blobs), events=events,
                       model=model)
     runtime.extensions["keyring"] = KeyRing(server.api_keys)
+    runtime.extensions["metrics"] = observability = Metrics()
+    observability.gauge(runtime_gauges(runtime))
     runtime.files.add_delete_hook(FileReferences(store).on_file_deleted)
     _build_extensions(runtime)
     assistants_service = AssistantService(runtime)
@@ -116,14 +118,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router, prefix="/v1")
     _include_optional_routers(app)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        runtime: Runtime = app.state.runtime
-        sandbox = runtime.extensions.get("sandbox")
-        return {"status": "ok", "model": runtime.model.describe(), "tools": sorted(runtime.tools),
-                "tool_problems": runtime.extensions.get("tool_problems", {}),
-                "sandbox_sessions": sandbox.stats() if hasattr(sandbox, "stats") else None}
+    app.include_router(operations.router)
 
+    def metrics() -> Metrics | None:
+        runtime = getattr(app.state, "runtime", None)
+        return runtime.extensions.get("metrics") if runtime is not None else None
+
+    # Innermost: it sees the route the router matched (after Azure paths were mapped).
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestLimitsMiddleware, max_json_bytes=settings.server.max_json_body_bytes,
                        max_upload_bytes=settings.server.max_upload_bytes)
     app.add_middleware(AzureRoutingMiddleware, today=today)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +115,12 @@ class Execution:
             ops.append(done_event(self.run["id"]))
         await self.write(ops)
         self.stored_status = status
+        metrics = self.runtime.extensions.get("metrics")
+        if metrics is not None:
+            if status in objects.TERMINAL_RUN_STATUSES:
+                metrics.runs_finished.labels(status).inc()
+            elif status == "in_progress" and fields:
+                metrics.claim_seconds.observe(max(0.0, leases.queued_for(self.run)))
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -272,6 +279,18 @@ class Execution:
         return False
 
     async def _stream_turn(self, request: ChatRequest, offer: Offer, turn: _Turn) -> None:
+        metrics = self.runtime.extensions.get("metrics")
+        started = time.perf_counter()
+        try:
+            await self._stream_turn_once(request, offer, turn)
+        except UpstreamError as exc:
+            if metrics is not None:
+                metrics.upstream_errors.labels(exc.code).inc()
+            raise
+        if metrics is not None:
+            metrics.upstream_seconds.observe(time.perf_counter() - started)
+
+    async def _stream_turn_once(self, request: ChatRequest, offer: Offer, turn: _Turn) -> None:
         async for batch in _coalesced(self.runtime.model.stream(request)):
             ops: list[Op] = []
             for delta in batch:

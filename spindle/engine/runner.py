@@ -40,6 +40,7 @@ class RunEngine:
         self._limit = asyncio.Semaphore(runtime.settings.server.max_concurrent_runs)
         self._sweeper: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._waiting = 0
         self.owner = leases.process_owner()
         self.lease_s = runtime.settings.server.run_lease_s
 
@@ -62,6 +63,10 @@ class RunEngine:
         # when the process comes back, so nothing is lost by not waiting for them.
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def counts(self) -> dict[str, int]:
+        """Runs this process holds: executing, and waiting for a slot (``max_concurrent_runs``)."""
+        return {"executing": len(self._tasks) - self._waiting, "waiting": self._waiting}
+
     def launch(self, run: dict[str, Any], project: str) -> None:
         run_id = run["id"]
         if run_id in self._tasks:
@@ -71,11 +76,14 @@ class RunEngine:
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
 
     async def _execute(self, run: dict[str, Any], project: str) -> None:
+        self._waiting += 1
         try:
             await self._limit.acquire()
         except asyncio.CancelledError:  # cancelled while waiting for a slot
             await asyncio.shield(self._finish_cancel(run["id"], project))
             raise
+        finally:
+            self._waiting -= 1
         try:
             fresh = await self.store.get("run", run["id"], project)
             if fresh is not None and fresh["status"] == "cancelling":

@@ -289,6 +289,9 @@ class BlobStore(abc.ABC):
     def open_sync(self) -> None:
         """Prepare (directories, connection checks); called once at start."""
 
+    def ready(self) -> None:
+        """Raise when the bytes cannot be reached right now (for /readyz; blocking)."""
+
     @abc.abstractmethod
     async def put_file(self, key: str, source: Path) -> None:
         """Store the bytes of a local file under ``key`` (the source may be moved)."""

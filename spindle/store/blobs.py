@@ -31,6 +31,10 @@ class LocalBlobStore(BlobStore):
     def staging_dir(self) -> Path:
         return self._staging
 
+    def ready(self) -> None:
+        if not os.access(self._staging, os.W_OK):
+            raise OSError(f"{self._staging} is not writable")
+
     async def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)
 

@@ -70,6 +70,9 @@ class S3BlobStore(BlobStore):
     def staging_dir(self) -> Path:
         return self._staging
 
+    def ready(self) -> None:
+        self._client.head_bucket(Bucket=self.bucket)
+
     # -- writes ----------------------------------------------------------------------------
 
     async def put_file(self, key: str, source: Path) -> None:

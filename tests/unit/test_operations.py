@@ -1,0 +1,62 @@
+"""/metrics, /readyz and /healthz: what operators and load balancers read."""
+
+from __future__ import annotations
+
+import shutil
+
+import openai
+from fastapi.testclient import TestClient
+
+from tests.upstream.server import UpstreamHandle
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        metric, _, label_text = key.partition("{")
+        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if metric == name and got == wanted:
+            return float(value)
+    return 0.0
+
+
+def test_metrics_count_requests_runs_and_the_upstream(http: TestClient, client: openai.OpenAI,
+                                                      upstream: UpstreamHandle) -> None:
+    upstream.script("count me", [{"content": "counted"}])
+    upstream.script("break me", [{"error": {"status": 500, "message": "down"}}])
+    assistant = client.beta.assistants.create(model="m")
+    for word, status in (("count me", "completed"), ("break me", "failed")):
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": word}])
+        run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                       poll_interval_ms=20)
+        assert run.status == status
+    http.get(f"/openai/assistants/{assistant.id}", params={"api-version": "2024-05-01-preview"},
+             headers={"api-key": "k"})
+    text = http.get("/metrics").text
+    assert _metric(text, "spindle_http_requests_total", route="/v1/assistants", method="POST", status="200") == 1
+    # Azure paths count under the route they map to, ids never become labels
+    assert _metric(text, "spindle_http_requests_total", route="/v1/assistants/{assistant_id}", method="GET",
+                   status="200") == 1
+    assert _metric(text, "spindle_runs_finished_total", status="completed") == 1
+    assert _metric(text, "spindle_runs_finished_total", status="failed") == 1
+    assert _metric(text, "spindle_upstream_errors_total", code="server_error") == 1
+    assert _metric(text, "spindle_upstream_turn_seconds_count") >= 1
+    assert _metric(text, "spindle_run_claim_seconds_count") == 2
+    assert _metric(text, "spindle_runs_here", state="executing") == 0
+    assert assistant.id not in text
+
+
+def test_readyz_says_what_is_missing(http: TestClient) -> None:
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"metadata_store": "ok", "blob_store": "ok"}
+    staging = http.app.state.runtime.blobs.staging_dir()  # type: ignore[attr-defined]
+    shutil.rmtree(staging)
+    broken = http.get("/readyz")
+    assert broken.status_code == 503 and broken.json()["ready"] is False
+    assert "not writable" in broken.json()["checks"]["blob_store"]
+    staging.mkdir()
+    assert http.get("/readyz").status_code == 200
+    assert http.get("/healthz").json()["status"] == "ok"
