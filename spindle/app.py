@@ -89,7 +89,7 @@ def _build_extensions(runtime: Runtime) -> None:
 
 async def close_runtime(runtime: Runtime) -> None:
     if runtime.engine is not None:
-        await runtime.engine.stop()
+        await runtime.engine.stop(drain_s=runtime.settings.server.drain_timeout_s)
     extension = runtime.extensions.get("vector_stores")
     if extension is not None and hasattr(extension, "stop"):
         await extension.stop()

@@ -73,6 +73,9 @@ class ServerSettings(BaseSettings):
         16, description="Model turns one run may take (tool call, result, call again...) before it ends incomplete."
     )
     requires_action_expiry_s: int = Field(600, description="How long a run may wait for tool outputs before it expires.")
+    drain_timeout_s: float = Field(
+        60.0, ge=0, description="On SIGTERM, how long runs executing here may take to finish before they are "
+                                "stopped (rolling restarts: nothing new is claimed meanwhile).")
     run_lease_s: float = Field(
         15.0, gt=0.5, description="A process executing a run renews its claim this often (÷3); a run whose claim "
                                   "ran out this long ago is taken over by another process (its process died).")

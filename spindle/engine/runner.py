@@ -41,6 +41,8 @@ class RunEngine:
         self._sweeper: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._waiting = 0
+        self._not_started: set[str] = set()  # launched here, still waiting for a slot
+        self._draining = False
         self.owner = leases.process_owner()
         self.lease_s = runtime.settings.server.run_lease_s
 
@@ -52,15 +54,25 @@ class RunEngine:
         self._sweeper = asyncio.create_task(self._sweep_forever())
         self._heartbeat = asyncio.create_task(self._renew_forever())
 
-    async def stop(self) -> None:
-        for loop_task in (self._sweeper, self._heartbeat):
-            if loop_task:
-                loop_task.cancel()
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Drain, then stop: nothing new is claimed or launched here; runs executing get up to
+        ``drain_s`` to finish (their leases are still renewed); runs still waiting for a slot
+        are left queued for another process (or this one's next start) to claim. What is
+        still executing after that is stopped without writing anything: it stays in_progress
+        and is settled like after a crash (by another process once its lease runs out, or at
+        the next start)."""
+        self._draining = True
+        if self._sweeper:
+            self._sweeper.cancel()
+        running = [t for run_id, t in self._tasks.items() if run_id not in self._not_started]
+        if running and drain_s > 0:
+            log.info("draining: waiting up to %g s for %d run(s) to finish", drain_s, len(running))
+            await asyncio.wait(running, timeout=drain_s)
+        if self._heartbeat:
+            self._heartbeat.cancel()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
-        # A shutdown is not a crash: runs interrupted here are failed like after a restart
-        # when the process comes back, so nothing is lost by not waiting for them.
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def counts(self) -> dict[str, int]:
@@ -69,21 +81,26 @@ class RunEngine:
 
     def launch(self, run: dict[str, Any], project: str) -> None:
         run_id = run["id"]
-        if run_id in self._tasks:
-            return
+        if run_id in self._tasks or self._draining:
+            return  # draining: it stays queued in the store for another process to claim
         task = asyncio.create_task(self._execute(run, project), name=f"run:{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
 
     async def _execute(self, run: dict[str, Any], project: str) -> None:
         self._waiting += 1
+        self._not_started.add(run["id"])
         try:
             await self._limit.acquire()
-        except asyncio.CancelledError:  # cancelled while waiting for a slot
+        except asyncio.CancelledError:  # cancelled while waiting for a slot (or a shutdown)
             await asyncio.shield(self._finish_cancel(run["id"], project))
             raise
         finally:
             self._waiting -= 1
+            self._not_started.discard(run["id"])
+        if self._draining:
+            self._limit.release()
+            return  # not claimed: another process (or the next start) takes it
         try:
             fresh = await self.store.get("run", run["id"], project)
             if fresh is not None and fresh["status"] == "cancelling":

@@ -55,6 +55,9 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_PREFIXES) and k not in _DROPPED_NAMES
     }
     env["PYTHONUNBUFFERED"] = "1"  # logs reach the file before a kill -9
+    # Stopping a test server must not wait a minute for the hanging runs tests leave behind;
+    # tests of the drain itself set their own.
+    env.setdefault("SPINDLE_DRAIN_TIMEOUT_S", "2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env

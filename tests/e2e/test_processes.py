@@ -33,7 +33,8 @@ def database() -> Iterator[PostgresServer]:
 @pytest.fixture
 def pair(database: PostgresServer, upstream: harness.Upstream, tmp_path: Path) -> Iterator[list[harness.SpindleServer]]:
     url = database.create_database("p_" + tmp_path.name[-12:].replace("-", "_").lower())
-    env = {"SPINDLE_DATABASE_URL": url, "SPINDLE_RUN_LEASE_S": str(LEASE_S), "SPINDLE_SANDBOX_ENABLED": "false"}
+    env = {"SPINDLE_DATABASE_URL": url, "SPINDLE_RUN_LEASE_S": str(LEASE_S), "SPINDLE_SANDBOX_ENABLED": "false",
+           "SPINDLE_DRAIN_TIMEOUT_S": "8"}
     servers = [harness.start_server(upstream, tmp_path / name, env, log_path=tmp_path / f"{name}.log")
                for name in ("a", "b")]
     yield servers
@@ -103,4 +104,25 @@ def test_a_cancel_sent_to_the_other_process_reaches_the_run(pair: list[harness.S
     steps = client_b.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data
     assert steps and all(s.status == "cancelled" for s in steps)
     client_a.close()
+    client_b.close()
+
+
+def test_sigterm_lets_a_running_run_finish(pair: list[harness.SpindleServer], upstream: harness.Upstream) -> None:
+    """A rolling restart: the process told to stop finishes what it executes (and claims
+    nothing new) before it exits; no run fails."""
+    a, b = pair
+    client_a, client_b = harness.make_client("openai", a.base_url), harness.make_client("openai", b.base_url)
+    upstream.script("finish before you go", [{"content": "every word of this answer arrives", "chunk_chars": 3,
+                                              "delay_ms": 250}])
+    assistant = client_a.beta.assistants.create(model="m")
+    thread = client_a.beta.threads.create(messages=[{"role": "user", "content": "finish before you go"}])
+    run = client_a.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    _wait(lambda: client_b.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "in_progress", 10,
+          "the run to start")
+    client_a.close()
+    a.stop()  # SIGTERM, and wait for the exit
+    done = client_b.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+    assert done.status == "completed", done.last_error
+    answer = client_b.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert answer.content[0].text.value == "every word of this answer arrives"
     client_b.close()
