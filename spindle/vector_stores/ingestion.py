@@ -84,8 +84,9 @@ class IngestWorker:
         settings = self.settings
 
         def work(index: Any) -> pipeline.IngestResult:
-            data = path.read_bytes()
-            return pipeline.ingest(index, self.indexes.embedder, file_id, filename, data, attributes, strategy,
+            # The path, not the bytes: the parser process reads the file, so an upload of
+            # hundreds of MB never sits in this process's memory.
+            return pipeline.ingest(index, self.indexes.embedder, file_id, filename, path, attributes, strategy,
                                    settings)
 
         try:
