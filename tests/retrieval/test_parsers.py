@@ -255,3 +255,12 @@ def test_text_longer_than_the_limit_is_refused_before_decoding() -> None:
     with pytest.raises(IngestError) as info:
         parse("a.pdf", make_pdf([["one line of text"]] * 50), ParseLimits(max_chars=100))
     assert "characters" in info.value.message
+
+
+def test_a_pdf_page_tree_bomb_is_stopped_by_its_text_to_size_ratio() -> None:
+    from tests.retrieval.hostile import pdf_page_tree_bomb
+
+    with pytest.raises(IngestError) as info:
+        parse("pages.pdf", pdf_page_tree_bomb())
+    assert info.value.code == "invalid_file" and "page-tree bomb" in info.value.message
+    assert "of 100,000" in info.value.message

@@ -16,6 +16,12 @@ from spindle.retrieval.errors import invalid
 _pdfium_lock = threading.Lock()
 
 
+# Deflate cannot expand more than ~1,032-fold, so a PDF whose text outgrows its size a
+# thousand times over is repeating shared objects (one page under every leaf of the tree).
+_MAX_TEXT_RATIO = 1000
+_RATIO_FLOOR_CHARS = 10_000_000
+
+
 def pdf_to_text(data: bytes, max_chars: int | None = None) -> str:
     import pypdfium2 as pdfium
 
@@ -46,6 +52,10 @@ def pdf_to_text(data: bytes, max_chars: int | None = None) -> str:
                 if max_chars is not None and chars > max_chars:
                     raise invalid(f"The PDF has more than {max_chars:,} characters of text (reached on page "
                                   f"{index + 1:,} of {len(document):,}); that is the limit per file.")
+                if chars > _RATIO_FLOOR_CHARS and chars > _MAX_TEXT_RATIO * len(data):
+                    raise invalid(f"The PDF's text outgrows its size {_MAX_TEXT_RATIO:,}-fold by page "
+                                  f"{index + 1:,} of {len(document):,}: its pages repeat shared content "
+                                  "(a page-tree bomb).")
         except pdfium.PdfiumError as exc:
             raise invalid(f"The PDF is corrupt: {exc}") from None
         finally:

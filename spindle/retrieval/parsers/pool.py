@@ -246,6 +246,32 @@ class ParserPool:
                   settings.max_file_tokens, limits, str(self.vocab_dir))
         return self.run(job)
 
+    def warm(self) -> None:
+        """Start the missing processes now, in parallel, so the first files do not wait ~1 s
+        each for one to start (the server calls this at start, off the event loop)."""
+        with self._lock:
+            missing = self.workers - len(self._idle) - len(self._busy)
+        started: list[_Process] = []
+
+        def start() -> None:
+            try:
+                started.append(_Process(self.memory_bytes, self.vocab_dir))
+            except IngestError as exc:  # the first file will try again and report it
+                log.warning("warming up the parser processes: %s", exc.message)
+
+        threads = [threading.Thread(target=start, name="spindle-parser-start") for _ in range(max(0, missing))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for proc in started:
+            with self._lock:
+                keep = not self._closed and len(self._idle) + len(self._busy) < self.workers
+                if keep:
+                    self._idle.append(proc)
+            if not keep:
+                proc.stop()
+
     def pids(self) -> list[int]:
         """Process ids of this pool's parser processes, busy or idle (for tests and benchmarks)."""
         with self._lock:
