@@ -148,3 +148,18 @@ def test_bounded_encoding_is_exact_and_stops_at_the_limit(settings: RetrievalSet
     huge = "word " * 2_000_000  # 10 M characters
     assert enc.encode_bounded(huge, 1000) is None
     assert len(calls) == 1 and calls[0] <= tokenizer.PIECE_CHARS  # one piece encoded, not the whole text
+
+
+def test_the_parser_process_gets_no_secrets(settings: RetrievalSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINDLE_API_KEYS", "sk-secret:team")
+    monkeypatch.setenv("SPINDLE_LLM_API_KEY", "sk-upstream-secret")
+    pool = ParserPool(1, 1024, 60.0, settings.vocab_dir)
+    try:
+        pool.warm()
+        (pid,) = pool.pids()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"sk-secret" not in environ and b"sk-upstream-secret" not in environ
+        assert b"PATH=" in environ
+        assert _prepare(pool, settings, "a.txt", b"Still works.").text == "Still works."
+    finally:
+        pool.close()

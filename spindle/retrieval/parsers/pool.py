@@ -40,6 +40,7 @@ from spindle.retrieval.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
 _HEADER_MAX = 64 * 1024
+_ENV_KEPT = frozenset({"PATH", "HOME", "LANG", "TMPDIR", "TZ", "VIRTUAL_ENV"})
 _START_TIMEOUT_S = 120.0  # a loaded machine can take long to import the libraries
 _CODES: frozenset[str] = frozenset({"unsupported_file", "invalid_file", "server_error"})
 
@@ -71,7 +72,9 @@ class _Process:
 
     def __init__(self, memory_bytes: int, vocab_dir: Path) -> None:
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
+        # Only what a parser needs: the server's keys (API keys, the model's and embedder's
+        # credentials) stay out of a process that reads hostile bytes.
+        env = {k: v for k, v in os.environ.items() if k in _ENV_KEPT or k.startswith(("LC_", "PYTHON"))}
         # The worker must import this same spindle (a worktree, an unpacked tree), not whatever
         # ``-m`` would find from the current directory.
         package_root = str(Path(spindle.__file__).resolve().parents[1])
