@@ -8,8 +8,11 @@ a chunk never splits a character and the text shown in citations is the file's o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from spindle.retrieval.tokenizer import O200k
 
@@ -101,15 +104,23 @@ def token_windows(n_tokens: int, strategy: ChunkingStrategy) -> list[tuple[int, 
         start += step
 
 
-def chunk_text(enc: O200k, text: str, strategy: ChunkingStrategy, tokens: list[int] | None = None) -> list[Chunk]:
+def chunk_bounds(enc: O200k, text: str, strategy: ChunkingStrategy,
+                 tokens: Sequence[int] | np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(token_start, token_end, char_start, char_end)`` of each chunk of ``text`` (whose
+    tokens are ``tokens``); windows holding only whitespace are left out."""
+    offsets = enc.char_offsets(text, tokens)
+    bounds: list[tuple[int, int, int, int]] = []
+    for start, end in token_windows(len(tokens), strategy):
+        c0, c1 = int(offsets[start]), int(offsets[end])
+        if text[c0:c1].strip():
+            bounds.append((start, end, c0, c1))
+    return bounds
+
+
+def chunk_text(enc: O200k, text: str, strategy: ChunkingStrategy,
+               tokens: Sequence[int] | np.ndarray | None = None) -> list[Chunk]:
     """Split ``text`` into chunks; pass ``tokens`` when already encoded."""
     if tokens is None:
         tokens = enc.encode(text)
-    offsets = enc.char_offsets(text, tokens)
-    chunks: list[Chunk] = []
-    for start, end in token_windows(len(tokens), strategy):
-        c0, c1 = int(offsets[start]), int(offsets[end])
-        piece = text[c0:c1]
-        if piece.strip():
-            chunks.append(Chunk(len(chunks), start, end, c0, c1, piece))
-    return chunks
+    return [Chunk(i, t0, t1, c0, c1, text[c0:c1])
+            for i, (t0, t1, c0, c1) in enumerate(chunk_bounds(enc, text, strategy, tokens))]

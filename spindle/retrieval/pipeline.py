@@ -2,6 +2,8 @@
 
 Blocking; the vector store worker runs it in a thread. Re-running it for a file replaces
 whatever an interrupted earlier run left, which is what makes resuming after a restart safe.
+Parsing, token counting and chunk cutting run in a parser process (``parsers.pool``): this
+process only receives the text and its chunk bounds, within the per-file limits.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from spindle.retrieval import tokenizer
-from spindle.retrieval.chunker import Chunk, ChunkingStrategy, chunk_text
+from spindle.retrieval.chunker import Chunk, ChunkingStrategy
 from spindle.retrieval.embedding import Embedder
 from spindle.retrieval.errors import invalid
 from spindle.retrieval.index.store import StoreIndex
-from spindle.retrieval.parsers import parse
+from spindle.retrieval.parsers.pool import ParserPool, pool_for
 from spindle.retrieval.settings import RetrievalSettings
 
 
@@ -36,17 +38,16 @@ class IngestResult:
     total_s: float
 
 
-def prepare(filename: str, data: bytes, strategy: ChunkingStrategy, settings: RetrievalSettings) -> Prepared:
-    """Parse and chunk; raises ``IngestError`` for files the user must fix."""
-    text = parse(filename, data, settings.parse_timeout_s)
-    enc = tokenizer.load(settings.vocab_dir)
-    tokens = enc.encode(text)
-    if len(tokens) > settings.max_file_tokens:
-        raise invalid(f"The file has {len(tokens):,} tokens; the limit is {settings.max_file_tokens:,} per file.")
-    chunks = chunk_text(enc, text, strategy, tokens)
+def prepare(filename: str, source: Path | bytes, strategy: ChunkingStrategy, settings: RetrievalSettings,
+            parsers: ParserPool | None = None) -> Prepared:
+    """Parse and chunk (in a parser process); raises ``IngestError`` for files the user must fix.
+    ``source`` is the file's bytes or, better, its path: the parser process reads it itself."""
+    parsed = (parsers or pool_for(settings)).prepare(filename, source, strategy, settings)
+    text = parsed.text
+    chunks = [Chunk(i, t0, t1, c0, c1, text[c0:c1]) for i, (t0, t1, c0, c1) in enumerate(parsed.bounds.tolist())]
     if not chunks:
         raise invalid("The file contains no text.")
-    return Prepared(text, chunks, len(tokens))
+    return Prepared(text, chunks, parsed.tokens)
 
 
 def usage_bytes(prepared: Prepared, dim: int) -> int:
@@ -59,14 +60,15 @@ def ingest(
     embedder: Embedder,
     file_id: str,
     filename: str,
-    data: bytes,
+    source: Path | bytes,
     attributes: dict[str, Any],
     strategy: ChunkingStrategy,
     settings: RetrievalSettings,
     on_keyword_ready: Callable[[], None] | None = None,
+    parsers: ParserPool | None = None,
 ) -> IngestResult:
     started = time.perf_counter()
-    prepared = prepare(filename, data, strategy, settings)
+    prepared = prepare(filename, source, strategy, settings, parsers)
     ids, searchable = index.add_chunks(file_id, filename, attributes, prepared.chunks)
     keyword_ready: list[float] = []
 

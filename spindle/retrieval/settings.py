@@ -48,7 +48,26 @@ class RetrievalSettings(BaseSettings):
     embed_batch_tokens: int = Field(
         4096, description="Word pieces per forward pass; windows are sorted by length and packed up to this."
     )
-    parse_timeout_s: float = Field(120.0, description="Time limit for external converters (antiword/catdoc).")
+    parse_timeout_s: float = Field(
+        120.0,
+        description="Time limit for reading one file (parsing, converters and token counting) in its parser "
+        "process; past it the process is killed and the file fails with `invalid_file`.",
+    )
+    parse_workers: int = Field(
+        0, description="Parser processes, each reading one file at a time and reused between files; 0 = one per "
+        "CPU core (at least 2).",
+    )
+    parse_memory_mb: int = Field(
+        1024, description="Memory (address space) a parser process may use beyond what it starts with; a file "
+        "that needs more fails with `invalid_file`.",
+    )
+    max_unzipped_mb: int = Field(
+        512, description="Largest uncompressed size of a docx/pptx package, checked before any part is expanded.",
+    )
+    max_file_chars: int = Field(
+        40_000_000, description="Longest text accepted from one file, in characters (5,000,000 tokens of prose "
+        "are ~20,000,000); checked before tokenizing.",
+    )
     ingest_concurrency: int = Field(
         16, description="Files ingested at once; small files wait mostly on keyword commits, so more than cores."
     )

@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import tiktoken
 
+PIECE_CHARS = 1 << 20  # characters encoded at once by ``encode_bounded``
 _lock = threading.Lock()
 _cache: dict[Path, O200k] = {}
 
@@ -55,7 +57,29 @@ class O200k:
     def count(self, text: str) -> int:
         return len(self.encoding.encode_ordinary(text))
 
-    def char_offsets(self, text: str, tokens: list[int]) -> np.ndarray:
+    def encode_bounded(self, text: str, limit: int, piece_chars: int = PIECE_CHARS) -> np.ndarray | None:
+        """Tokens of ``text`` (int32), or ``None`` as soon as there are more than ``limit``.
+
+        The text is encoded piece by piece, so a huge text costs one piece's token list at a
+        time and stops at the limit instead of being tokenized whole first. Pieces end just
+        before a space that follows a non-space: no o200k pre-token spans such a point, so the
+        tokens are exactly those of the whole text. A piece with no such point (one endless
+        "word") is cut hard at ``piece_chars``; only the few tokens around the cut can differ.
+        """
+        parts: list[np.ndarray] = []
+        total = 0
+        start = 0
+        while start < len(text):
+            end = _piece_end(text, start, piece_chars)
+            tokens = np.asarray(self.encoding.encode_ordinary(text[start:end]), dtype=np.int32)
+            total += len(tokens)
+            if total > limit:
+                return None
+            parts.append(tokens)
+            start = end
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+    def char_offsets(self, text: str, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         """Character offset where each token starts, plus ``len(text)`` at the end.
 
         A token that begins inside a multi-byte character is assigned the next character
@@ -69,6 +93,20 @@ class O200k:
         byte_starts = np.minimum(np.concatenate(([0], np.cumsum(lengths))), len(raw))
         offsets: np.ndarray = chars_before[byte_starts]
         return offsets
+
+
+def _piece_end(text: str, start: int, piece_chars: int) -> int:
+    """Where the piece of ``text`` that begins at ``start`` ends (see ``encode_bounded``)."""
+    limit = start + piece_chars
+    if limit >= len(text):
+        return len(text)
+    floor = start + piece_chars // 2
+    cut = text.rfind(" ", floor, limit)
+    while cut > start:
+        if not text[cut - 1].isspace():
+            return cut
+        cut = text.rfind(" ", floor, cut)
+    return limit
 
 
 def load(vocab_dir: Path) -> O200k:

@@ -18,6 +18,7 @@ from spindle.retrieval import pipeline
 from spindle.retrieval.chunker import ChunkingStrategy
 from spindle.retrieval.embedding import EmbeddingError
 from spindle.retrieval.errors import IngestError
+from spindle.retrieval.parsers.pool import pool_for
 from spindle.retrieval.settings import RetrievalSettings
 from spindle.runtime import Runtime
 from spindle.vector_stores.indexes import IndexRegistry, StoreDropped
@@ -34,8 +35,12 @@ class IngestWorker:
         self.settings = settings
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._warming: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
+        # Parser processes start in the background: the server is up at once, and the first
+        # files find them ready instead of waiting for one to start.
+        self._warming = asyncio.get_running_loop().run_in_executor(None, pool_for(self.settings).warm)
         for i in range(max(1, self.settings.ingest_concurrency)):
             self._tasks.append(asyncio.create_task(self._consume(), name=f"vs-ingest-{i}"))
         pending = await self.runtime.store.scan("vector_store_file", {"status": "in_progress"})
@@ -45,6 +50,8 @@ class IngestWorker:
             log.info("resuming ingestion of %d vector store files", len(pending))
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            await asyncio.gather(self._warming, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -84,8 +91,9 @@ class IngestWorker:
         settings = self.settings
 
         def work(index: Any) -> pipeline.IngestResult:
-            data = path.read_bytes()
-            return pipeline.ingest(index, self.indexes.embedder, file_id, filename, data, attributes, strategy,
+            # The path, not the bytes: the parser process reads the file, so an upload of
+            # hundreds of MB never sits in this process's memory.
+            return pipeline.ingest(index, self.indexes.embedder, file_id, filename, path, attributes, strategy,
                                    settings)
 
         try:

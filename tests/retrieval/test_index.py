@@ -23,6 +23,7 @@ FACTS = {
     "cpp": "the submarine periscope rotates with a brass gear",
     "doc": "the harbour master registers whale sightings",
     "docx": "the vineyard harvests riesling grapes in October",
+    "go": "the glassblower shapes amber vases at midnight",
     "html": "the observatory telescope mirror is polished sapphire",
     "java": "the jazz trumpeter improvises on a silver cornet",
     "json": "the volcano seismograph recorded tremors at dawn",

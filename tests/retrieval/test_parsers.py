@@ -18,6 +18,7 @@ TEXT_SAMPLES = {
     "c": f'#include <stdio.h>\n/* {FACT} */\nint main(void) {{ return 0; }}\n',
     "cs": f'// {FACT}\nclass Program {{ static void Main() {{}} }}\n',
     "cpp": f'#include <vector>\n// {FACT}\nint main() {{ std::vector<int> v; }}\n',
+    "go": f'package main\n\n// {FACT}\nfunc main() {{}}\n',
     "java": f'/** {FACT} */\npublic class Main {{ }}\n',
     "json": f'{{"note": "{FACT}", "n": 1}}\n',
     "md": f"# Title\n\nSome *markdown*: {FACT}.\n",
@@ -54,7 +55,7 @@ def sample_file(ext: str, fact: str = FACT) -> bytes:
 
 
 def test_every_listed_format_is_known() -> None:
-    listed = "c cs cpp doc docx html java json md pdf php pptx py rb tex txt css js sh ts".split()
+    listed = "c cs cpp doc docx go html java json md pdf php pptx py rb tex txt css js sh ts".split()
     assert sorted(FORMATS) == sorted(listed)
     assert format_of("REPORT.PDF") is not None and format_of("a/b/c.Md") is not None
 
@@ -154,3 +155,112 @@ def test_unlisted_types_are_unsupported(name: str) -> None:
     with pytest.raises(IngestError) as info:
         parse(name, b"whatever")
     assert info.value.code == "unsupported_file"
+
+
+# -- content that is not what its name says; encodings (issue 7, item 9) -----------------------
+
+BODY = "The harbour office opens at eight and closes at noon on Sundays.\n" * 3
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        codecs.BOM_UTF16_LE + BODY.encode("utf-16-be"),
+        codecs.BOM_UTF16_BE + BODY.encode("utf-16-le"),
+        codecs.BOM_UTF16_LE + ("東京都の天気は晴れです。" * 20).encode("utf-16-be"),
+    ],
+    ids=["le-bom-be-body", "be-bom-le-body", "cjk-le-bom-be-body"],
+)
+def test_a_bom_contradicting_the_body_is_invalid(raw: bytes) -> None:
+    with pytest.raises(IngestError) as info:
+        parse("notes.txt", raw)
+    assert info.value.code == "invalid_file" and "byte-order mark" in info.value.message
+
+
+def test_cjk_utf16_with_its_own_bom_still_reads() -> None:
+    text = "東京都の天気は晴れです。" * 20
+    assert parse("a.txt", codecs.BOM_UTF16_BE + text.encode("utf-16-be")) == text
+    assert parse("a.txt", codecs.BOM_UTF16_LE + text.encode("utf-16-le")) == text
+
+
+@pytest.mark.parametrize("name", ["paper.md", "notes.txt", "script.py", "page.html", "main.go"])
+def test_binary_formats_under_a_text_name_are_invalid(name: str) -> None:
+    for data, what in ((sample_file("pdf"), "PDF"), (sample_file("docx"), "ZIP"),
+                       (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "PNG")):
+        with pytest.raises(IngestError) as info:
+            parse(name, data)
+        assert info.value.code == "invalid_file" and what in info.value.message, (name, what)
+
+
+def test_text_about_pdf_syntax_is_still_text() -> None:
+    text = "# PDF internals\n\nA file starts with `%PDF-1.7`, then `1 0 obj ... endobj`.\n"
+    assert parse("pdf.md", text.encode()) == text
+
+
+WESTERN = "<html><head><title>Carta</title></head><body><p>Le café est très bon.</p><p>El niño y la piña.</p></body></html>"
+
+
+def test_html_encodings_follow_the_html_rules() -> None:
+    expected = "Carta\nLe café est très bon.\nEl niño y la piña."
+    assert parse("a.html", WESTERN.encode("cp1252")) == expected  # no charset: detected, windows-1252
+    assert parse("a.html", WESTERN.encode("utf-8")) == expected
+    assert parse("a.html", codecs.BOM_UTF16_LE + WESTERN.encode("utf-16-le")) == expected
+    declared = '<meta charset="iso-8859-2">' + WESTERN.replace("très", "łódź").replace("niño y la piña", "Kraków")
+    assert "łódź" in parse("a.html", declared.encode("iso8859_2")) and "Kraków" in parse("a.html", declared.encode("iso8859_2"))
+    http_equiv = '<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">'
+    russian = http_equiv + "<p>Привет, как дела?</p>"
+    assert "Привет, как дела?" in parse("a.html", russian.encode("cp1251"))
+    # latin-1 declared means windows-1252 in HTML: 0x80 is the euro sign
+    assert "€" in parse("a.html", b'<meta charset="iso-8859-1"><p>Price: 5 \x80</p>')
+    undeclared = "<p>" + "Это тестовая страница на русском языке, и она довольно длинная. " * 4 + "</p>"
+    assert "русском языке" in parse("a.html", undeclared.encode("cp1251"))
+
+
+def test_go_files_are_read() -> None:
+    assert format_of("main.go") is not None and format_of("main.go").mime_type == "text/x-golang"
+    assert "quartermaster" in parse("main.go", sample_file("go"))
+
+
+# -- sizes checked before expanding (issue 7, item 8) --------------------------------------------
+
+
+def test_zip_packages_are_measured_before_they_are_expanded() -> None:
+    from spindle.retrieval.parsers import ParseLimits
+    from tests.retrieval.hostile import zip_bomb
+
+    assert "quartermaster" not in parse("ok.docx", zip_bomb("docx", 3 << 20)) or True  # a large part that is fine
+    assert len(parse("ok.docx", zip_bomb("docx", 3 << 20))) >= 3 << 20
+    for kind in ("docx", "pptx"):
+        assert _code(kind, zip_bomb(kind, 1 << 30)) == "invalid_file"  # declared size over the limit
+        with pytest.raises(IngestError) as info:
+            parse(f"a.{kind}", zip_bomb(kind, 300 << 20))  # under the limit, but a 1000-fold part
+        assert "zip bomb" in info.value.message
+    with pytest.raises(IngestError) as info:  # the directory lies about the size
+        parse("a.docx", zip_bomb("docx", 700 << 20, declared=4096))
+    assert "size limit" in info.value.message
+    with pytest.raises(IngestError) as info:
+        parse("a.docx", zip_bomb("docx", 8 << 20, declared=4096))
+    assert "does not have the size" in info.value.message
+    with pytest.raises(IngestError) as info:
+        parse("a.docx", zip_bomb("docx", 3 << 20), ParseLimits(max_unzipped=1 << 20))
+    assert "expand" in info.value.message
+
+
+def test_text_longer_than_the_limit_is_refused_before_decoding() -> None:
+    from spindle.retrieval.parsers import ParseLimits
+
+    with pytest.raises(IngestError) as info:
+        parse("a.txt", b"word " * 1000, ParseLimits(max_chars=1000))
+    assert "characters" in info.value.message
+    with pytest.raises(IngestError) as info:
+        parse("a.pdf", make_pdf([["one line of text"]] * 50), ParseLimits(max_chars=100))
+    assert "characters" in info.value.message
+
+
+def test_a_pdf_page_tree_bomb_is_stopped_by_its_text_to_size_ratio() -> None:
+    from tests.retrieval.hostile import pdf_page_tree_bomb
+
+    with pytest.raises(IngestError) as info:
+        parse("pages.pdf", pdf_page_tree_bomb())
+    assert info.value.code == "invalid_file" and "page-tree bomb" in info.value.message
+    assert "of 100,000" in info.value.message

@@ -2,7 +2,9 @@
 
 The format is chosen by the file name's extension (case-insensitive), as OpenAI does; a name
 whose extension is not listed is ``unsupported_file``. A listed extension whose bytes do not
-hold what it promises is ``invalid_file``. Parsing is blocking: call it from a worker thread.
+hold what it promises is ``invalid_file``. Parsing is blocking, and the bytes are hostile:
+the server never calls ``parse`` itself but runs it in a parser process with memory and time
+limits (``spindle.retrieval.parsers.pool``); ``ParseLimits`` bounds what it expands.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from pathlib import PurePosixPath
 from spindle.retrieval.errors import invalid, unsupported
 from spindle.retrieval.parsers.legacy_doc import doc_to_text
 from spindle.retrieval.parsers.markup import html_to_text
-from spindle.retrieval.parsers.office import docx_to_text, pptx_to_text
+from spindle.retrieval.parsers.office import DEFAULT_MAX_UNZIPPED, docx_to_text, pptx_to_text
 from spindle.retrieval.parsers.pdf import pdf_to_text
 from spindle.retrieval.parsers.text import decode_text
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """What one file may expand to while being read (the defaults of ``RetrievalSettings``)."""
+
+    max_chars: int = 40_000_000
+    max_unzipped: int = DEFAULT_MAX_UNZIPPED
+    converter_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ _TABLE = [
     ("cs", "text/x-csharp", "text"),
     ("cpp", "text/x-c++", "text"),
     ("doc", "application/msword", "doc"),
+    ("go", "text/x-golang", "text"),
     ("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx"),
     ("html", "text/html", "html"),
     ("java", "text/x-java", "text"),
@@ -57,8 +69,9 @@ def format_of(filename: str) -> Format | None:
     return FORMATS.get(suffix)
 
 
-def parse(filename: str, data: bytes, converter_timeout_s: float = 120.0) -> str:
+def parse(filename: str, data: bytes, limits: ParseLimits | None = None) -> str:
     """The text of a file. Raises ``IngestError`` (unsupported_file / invalid_file)."""
+    limits = limits or ParseLimits()
     fmt = format_of(filename)
     if fmt is None:
         suffix = PurePosixPath(filename).suffix or "(none)"
@@ -66,14 +79,16 @@ def parse(filename: str, data: bytes, converter_timeout_s: float = 120.0) -> str
     if not data:
         raise invalid("The file is empty.")
     readers: dict[str, Callable[[bytes], str]] = {
-        "text": decode_text,
+        "text": lambda raw: decode_text(raw, limits.max_chars),
         "html": html_to_text,
-        "pdf": pdf_to_text,
-        "docx": docx_to_text,
-        "pptx": pptx_to_text,
-        "doc": lambda raw: doc_to_text(raw, converter_timeout_s),
+        "pdf": lambda raw: pdf_to_text(raw, limits.max_chars),
+        "docx": lambda raw: docx_to_text(raw, limits.max_unzipped),
+        "pptx": lambda raw: pptx_to_text(raw, limits.max_unzipped),
+        "doc": lambda raw: doc_to_text(raw, limits.converter_timeout_s),
     }
     text = readers[fmt.kind](data)
+    if len(text) > limits.max_chars:
+        raise invalid(f"The file has {len(text):,} characters of text; the limit is {limits.max_chars:,} per file.")
     if not text.strip():
         raise invalid("The file contains no text.")
     return text

@@ -8,20 +8,32 @@ subprocesses with a time limit, on a temporary copy of the bytes (antiword needs
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 
 from spindle.retrieval.errors import IngestError, invalid
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
+def _limit_cpu(seconds: int) -> Callable[[], None]:
+    def apply() -> None:
+        # A CPU limit the kernel enforces: the converter stops even if the parser process that
+        # waits for it is killed first (it would otherwise run on as an orphan).
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
+
+    return apply
+
+
 def _run(argv: list[str], timeout_s: float) -> tuple[int, str, str]:
     for attempt in range(3):
         try:
-            proc = subprocess.run(argv, capture_output=True, timeout=timeout_s, check=False)
+            proc = subprocess.run(argv, capture_output=True, timeout=timeout_s, check=False,
+                                  preexec_fn=_limit_cpu(int(timeout_s) + 1))
             break
         except OSError as exc:
             # Spawning can fail transiently under memory pressure (EFAULT/EAGAIN seen on busy
