@@ -60,6 +60,10 @@ class IngestWorker:
     def submit(self, store_id: str, file_key: str) -> None:
         self._queue.put_nowait((store_id, file_key))
 
+    def backlog(self) -> int:
+        """Files submitted here and not yet taken up (for /metrics)."""
+        return self._queue.qsize()
+
     async def _consume(self) -> None:
         while True:
             store_id, file_key = await self._queue.get()
