@@ -181,3 +181,31 @@ def _wait_for_files(raw: Raw, client: Any, assistant_id: str, timeout: float = 6
             return
         time.sleep(0.1)
     raise AssertionError("assistant files were not ingested in time")
+
+
+def test_v1_code_interpreter_events_and_steps_validate(client_kind: str, spindle_server: harness.SpindleServer,
+                                                       upstream: harness.Upstream) -> None:
+    client = harness.make_client(client_kind, spindle_server.base_url)
+    raw = Raw(client_kind, spindle_server.base_url)
+    code = "import matplotlib.pyplot as plt\nprint('drawn')\nplt.plot([1, 2, 3])\nplt.show()"
+    upstream.script("Draw a chart", [
+        {"tool_calls": [{"name": "python", "arguments": json.dumps({"code": code})}], "chunk_chars": 9},
+        {"content": "Here it is.", "chunk_chars": 3}])
+    assistant = client.beta.assistants.create(model="gpt-4", tools=[{"type": "code_interpreter"}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Draw a chart"}])
+    events = raw.stream(f"/threads/{thread.id}/runs", {"assistant_id": assistant.id})
+    parsed = check_events(events)
+    assert [n for n, _ in events][-2:] == ["thread.run.completed", "done"]
+    kinds = {c.type for e in parsed if getattr(e, "object", None) == "thread.run.step.delta"
+             for c in e.delta.step_details.tool_calls or []}
+    assert kinds == {"code_interpreter"}
+    run_id = next(e.id for e in parsed if getattr(e, "object", None) == "thread.run")
+    steps = [validate(s) for s in raw.get(f"/threads/{thread.id}/runs/{run_id}/steps")["data"]]
+    [call] = [c for s in steps if s.step_details.type == "tool_calls" for c in s.step_details.tool_calls]
+    assert call.type == "code_interpreter" and call.code_interpreter.input == code
+    assert {o.type for o in call.code_interpreter.outputs} == {"logs", "image"}
+    messages = [validate(m) for m in raw.get(f"/threads/{thread.id}/messages")["data"]]
+    answer = next(m for m in messages if m.role == "assistant")
+    assert [p.type for p in answer.content] == ["image_file", "text"]
+    raw.http.close()
+    client.close()
