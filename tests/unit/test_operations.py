@@ -7,6 +7,7 @@ import shutil
 import openai
 from fastapi.testclient import TestClient
 
+from spindle.store.s3 import S3BlobStore
 from tests.upstream.server import UpstreamHandle
 
 
@@ -52,11 +53,18 @@ def test_metrics_count_requests_runs_and_the_upstream(http: TestClient, client: 
 def test_readyz_says_what_is_missing(http: TestClient) -> None:
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"metadata_store": "ok", "blob_store": "ok"}
-    staging = http.app.state.runtime.blobs.staging_dir()  # type: ignore[attr-defined]
-    shutil.rmtree(staging)
-    broken = http.get("/readyz")
+    blobs = http.app.state.runtime.blobs  # type: ignore[attr-defined]
+    if isinstance(blobs, S3BlobStore):  # SPINDLE_TEST_BACKENDS=...s3: a bucket that is gone
+        bucket, blobs.bucket = blobs.bucket, "no-such-bucket"
+        broken = http.get("/readyz")
+        blobs.bucket = bucket
+        assert "404" in broken.json()["checks"]["blob_store"]
+    else:
+        staging = blobs.staging_dir()
+        shutil.rmtree(staging)
+        broken = http.get("/readyz")
+        staging.mkdir()
+        assert "not writable" in broken.json()["checks"]["blob_store"]
     assert broken.status_code == 503 and broken.json()["ready"] is False
-    assert "not writable" in broken.json()["checks"]["blob_store"]
-    staging.mkdir()
     assert http.get("/readyz").status_code == 200
     assert http.get("/healthz").json()["status"] == "ok"
