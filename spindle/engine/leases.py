@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 OWNER = "_owner"
@@ -24,7 +25,19 @@ LEASE_UNTIL = "_lease_until"
 QUEUED_AT = "_queued_at"
 FIELDS = frozenset({OWNER, LEASE_UNTIL})
 
-_OWNER_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+def _machine() -> str:
+    """This machine and PID namespace: PIDs are comparable only within one of these (two
+    containers may share a host name, never a boot id and PID namespace)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return f"{socket.gethostname()}?{secrets.token_hex(4)}"  # unknown: never compared as ours
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
+_MACHINE = _machine()
+_OWNER_ID = f"{_MACHINE}|{os.getpid()}|{secrets.token_hex(4)}"
 
 
 def process_owner() -> str:
@@ -32,12 +45,29 @@ def process_owner() -> str:
     return _OWNER_ID
 
 
+def owner_gone(owner: str | None) -> bool:
+    """True when ``owner`` was a process on this machine (same boot, same PID namespace) that
+    no longer exists: its runs need not wait for the lease to run out (a crashed server
+    restarted on the same host recovers at once). Unknown or remote owners: False."""
+    machine, _, rest = (owner or "").partition("|")
+    pid, _, _token = rest.partition("|")
+    if machine != _MACHINE or not pid.isdigit() or owner == _OWNER_ID:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # exists, someone else's
+    return False  # exists (perhaps a new process with that pid: then wait for the lease)
+
+
 def claim_fields(owner: str, lease_s: float) -> dict[str, Any]:
     return {OWNER: owner, LEASE_UNTIL: time.time() + lease_s}
 
 
 def lease_alive(run: dict[str, Any]) -> bool:
-    return float(run.get(LEASE_UNTIL) or 0) > time.time()
+    return float(run.get(LEASE_UNTIL) or 0) > time.time() and not owner_gone(run.get(OWNER))
 
 
 def queued_for(run: dict[str, Any]) -> float:
