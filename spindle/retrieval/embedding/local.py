@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from spindle.retrieval.chunker import Chunk
-from spindle.retrieval.embedding.base import Embedder, normalize_rows
+from spindle.retrieval.embedding.base import Embedder, normalize_rows, with_windows
 from spindle.retrieval.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
@@ -210,10 +210,13 @@ class LocalEmbedder(Embedder):
         lengths = np.array([len(w) for w in windows], dtype=np.float32)
         weighted = vectors * lengths[:, None]
         out = np.zeros((len(chunks), self.dimensions), dtype=np.float32)
+        per_chunk: list[np.ndarray | None] = []
         for row, members in enumerate(chunk_windows):
             if members:
                 out[row] = weighted[members].sum(0)
-        return normalize_rows(out)
+            # a chunk of several windows keeps them: its best part can then outscore its mean
+            per_chunk.append(vectors[members] if len(members) > 1 else None)
+        return with_windows(normalize_rows(out), per_chunk)
 
     def embed_windows(self, windows: list[np.ndarray]) -> np.ndarray:
         """Raw window throughput (the benchmark's ceiling) through the same runner."""
