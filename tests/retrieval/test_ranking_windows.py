@@ -13,7 +13,7 @@ from spindle.retrieval.index.store import StoreIndex
 from spindle.retrieval.pipeline import ingest
 from spindle.retrieval.search import SearchOptions, search
 from spindle.retrieval.settings import RetrievalSettings
-from tests.retrieval.ranking_data import INVOICES, filler_page
+from tests.retrieval.test_ranking_exact import INVOICES, filler_page
 
 FACT = ("Important: the emergency generator runs on hydrogen fuel cells made by Zephyr Labs. "
         "Its hydrogen fuel tanks are refilled every month.")
