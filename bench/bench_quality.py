@@ -144,6 +144,7 @@ class Config:
 ROWS: dict[str, Config] = {
     "keyword only (BM25)": Config(modes=("keyword",)),
     "semantic only (MiniLM)": Config(modes=("semantic",)),
+    "semantic only + window scoring": Config(modes=("semantic",), window_scoring=True),
     "plain RRF k=60, equal weights": Config(),
     "previous default (RRF k=10, kw 0.5, feedback)": Config(rrf_k=10, keyword_weight=0.5, ranker="feedback"),
     "RRF k=60 + window scoring": Config(window_scoring=True),

@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--work", type=Path, default=Path("/tmp/spindle-bench-search"))
+    parser.add_argument("--build-only", action="store_true", help="build the stores, measure nothing")
     args = parser.parse_args()
 
     import httpx
@@ -120,6 +121,8 @@ def main() -> None:
                 build(index, size, words, embedder.dimensions)
                 index.close()
                 (directory / "built").write_text("ok")
+            if args.build_only:
+                continue
             body = {"query": queries[0], "max_num_results": 10}
             for _ in range(20):  # warm up: open the index, page it in, load the model
                 assert http.post(f"/v1/vector_stores/{store_id}/search", json=body).status_code == 200

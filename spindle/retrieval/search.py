@@ -5,9 +5,9 @@ fusion with the conventional ``k = 60`` and equal weights for the BM25 and the v
 (``w / (k + rank)``, no calibration between BM25 and cosine scores, nothing fitted to a set).
 Per query and store:
 
-1. Candidates: the top 60 by BM25, the top 60 by vector, and every chunk holding a *rare*
-   query term (one that occurs in at most ``max(3, 0.1% of the chunks)``, capped at 256:
-   identifiers, punctuated numbers, names, codes).
+1. Candidates: the top 60 by BM25, the top 60 by vector, and every chunk holding a *rare
+   exact* query term: one that looks like an identifier, a number, a name or a code
+   (``exact_like``) and occurs in at most ``max(3, 0.1% of the chunks)`` chunks, capped at 256.
 2. Vector score of a candidate: the best of its chunk vector and its window vectors. A chunk
    of 800 tokens is embedded in ~5 model windows whose mean is its chunk vector; one relevant
    sentence is 1/5 of that mean but most of its window, so the chunk scores by its best part.
@@ -27,17 +27,20 @@ means the same for every ranker. Blocking: call ``search`` from a worker thread.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from spindle.retrieval import tokenizer
 from spindle.retrieval.embedding import Embedder
 from spindle.retrieval.index.store import StoreIndex
 from spindle.retrieval.settings import RetrievalSettings
 
 _RARE_CAP = 256  # chunks fetched per rare term: bounds the work on very large stores
+_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass
@@ -77,6 +80,24 @@ class _Candidate:
 def rare_limit(n_chunks: int, settings: RetrievalSettings) -> int:
     """Largest document frequency of a "rare" term in a store of ``n_chunks`` chunks."""
     return min(_RARE_CAP, max(settings.rare_term_min_chunks, int(n_chunks * settings.rare_term_fraction)))
+
+
+def exact_like(index: StoreIndex, query: str, settings: RetrievalSettings) -> set[tuple[str, str]]:
+    """The query's terms that look like identifiers, numbers, names or codes rather than
+    ordinary words: every compound token (``INV-2026-0042``), and every word that has a digit,
+    a capital after its first letter (``CFOs``, ``iPhone``), a capital while not the query's
+    first word (a name: ``project Lantern``), or is not one token of the o200k vocabulary
+    (made-up names, codes: ``Hexlarion``). Ordinary words that merely happen to be rare in a
+    store (``immediate``, ``versus``) are left to BM25's weighting: forcing them first measured
+    worse on natural-language queries."""
+    terms = {(name, term) for name, term in index.keyword.terms(query) if name == "exact"}
+    enc = tokenizer.load(settings.vocab_dir)
+    for position, match in enumerate(_WORD.finditer(query)):
+        word = match.group(0)
+        if (any(ch.isdigit() for ch in word) or any(ch.isupper() for ch in word[1:])
+                or (position > 0 and word[0].isupper()) or len(enc.encode(" " + word.lower())) > 1):
+            terms.update(("body", term) for term in index.keyword.word_terms(word))
+    return terms
 
 
 def _vector_ranking(
@@ -135,7 +156,8 @@ def _fuse(
         if use_rare:
             # rare terms are counted per store (document frequencies are per index)
             for si, (_, index) in enumerate(stores):
-                found = index.rare_terms(query, rare_limit(index.num_chunks(), settings), allowed[si])
+                found = index.rare_terms(query, rare_limit(index.num_chunks(), settings), allowed[si],
+                                         exact_like(index, query, settings))
                 n_rare = max(n_rare, len(found.terms))
                 for cid, count in found.holders.items():
                     holders[(si, cid)] = count

@@ -174,15 +174,22 @@ class KeywordIndex:
         return [(int(chunk_id), float(score)) for (score, _), chunk_id in zip(hits, ids, strict=True)
                 if chunk_id is not None]
 
-    def rare_terms(self, query: str, limit: int, file_ids: list[str] | None = None) -> RareTerms:
-        """The query terms held by 1..``limit`` chunks, and for every chunk holding any of them,
-        how many. Document frequencies are store-wide (deleted chunks may still count until
-        their segment merges), which only ever makes fewer terms rare."""
+    def word_terms(self, word: str) -> list[str]:
+        """What the word analyser makes of one word (its ``body`` terms)."""
+        return list(self._body.analyze(word))
+
+    def rare_terms(self, query: str, limit: int, file_ids: list[str] | None = None,
+                   only: set[tuple[str, str]] | None = None) -> RareTerms:
+        """The query terms (of ``only``, if given) held by 1..``limit`` chunks, and for every
+        chunk holding any of them, how many. Document frequencies are store-wide (deleted
+        chunks may still count until their segment merges), which only makes fewer terms rare."""
         out = RareTerms()
         if limit <= 0 or (file_ids is not None and not file_ids):
             return out
         searcher = self._searcher
         for name, term in self.terms(query):
+            if only is not None and (name, term) not in only:
+                continue
             df = int(searcher.doc_freq(name, term))
             if not 0 < df <= limit:
                 continue

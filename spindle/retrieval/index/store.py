@@ -172,8 +172,9 @@ class StoreIndex:
         allowed = None if allowed_files is None else self.chunks.chunk_ids_of(allowed_files)
         return self.vectors.search(query_vecs, k, allowed)
 
-    def rare_terms(self, query: str, limit: int, allowed_files: list[str] | None) -> RareTerms:
-        return self.keyword.rare_terms(query, limit, allowed_files)
+    def rare_terms(self, query: str, limit: int, allowed_files: list[str] | None,
+                   only: set[tuple[str, str]] | None = None) -> RareTerms:
+        return self.keyword.rare_terms(query, limit, allowed_files, only)
 
     def window_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
         """Per chunk with a vector, its window vectors ``(n, dim)`` (its chunk vector if one window)."""
