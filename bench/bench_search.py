@@ -7,7 +7,7 @@ would take hours - through ``StoreIndex.add_chunks``/``add_vectors``, the calls 
 Queries (3-6 words from the same vocabulary) are then sent to ``POST /v1/vector_stores/{id}/search``
 over the ASGI transport, so every measured millisecond goes through the endpoint: request
 parsing, query embedding with MiniLM, BM25 (tantivy), vectors (faiss: exact up to 100k chunks,
-IVF-int8 above), fusion, feedback ranker, chunk fetch. The library call alone is timed too.
+IVF-int8 above), exact-term and window scoring, fusion, chunk fetch. The library call alone is timed too.
 
     python bench/bench_search.py                 # 10k, 100k, 1M
     python bench/bench_search.py --sizes 10000   # one size
