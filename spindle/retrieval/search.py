@@ -41,6 +41,7 @@ from spindle.retrieval.settings import RetrievalSettings
 
 _RARE_CAP = 256  # chunks fetched per rare term: bounds the work on very large stores
 _WORD = re.compile(r"[^\W_]+")
+_MAX_WORDS = 64
 
 
 @dataclass
@@ -91,11 +92,17 @@ def exact_like(index: StoreIndex, query: str, settings: RetrievalSettings) -> se
     store (``immediate``, ``versus``) are left to BM25's weighting: forcing them first measured
     worse on natural-language queries."""
     terms = {(name, term) for name, term in index.keyword.terms(query) if name == "exact"}
-    enc = tokenizer.load(settings.vocab_dir)
+    try:
+        enc: tokenizer.O200k | None = tokenizer.load(settings.vocab_dir)
+    except tokenizer.VocabularyMissing:  # no vocabulary: the lexical tests alone
+        enc = None
     for position, match in enumerate(_WORD.finditer(query)):
+        if position >= _MAX_WORDS:  # bounds the work for a very long query (BM25 caps its terms too)
+            break
         word = match.group(0)
         if (any(ch.isdigit() for ch in word) or any(ch.isupper() for ch in word[1:])
-                or (position > 0 and word[0].isupper()) or len(enc.encode(" " + word.lower())) > 1):
+                or (position > 0 and word[0].isupper())
+                or (enc is not None and len(enc.encode(" " + word.lower())) > 1)):
             terms.update(("body", term) for term in index.keyword.word_terms(word))
     return terms
 
@@ -152,13 +159,12 @@ def _fuse(
             kw_keys = [(si, cid) for si, cid, _ in hits[:kw_k]]
             pool.update(dict.fromkeys(kw_keys))
         holders: dict[tuple[int, int], int] = {}
-        n_rare = 0
+        n_rare: dict[int, int] = {}  # per store: rarity is a matter of each index's frequencies
         if use_rare:
-            # rare terms are counted per store (document frequencies are per index)
             for si, (_, index) in enumerate(stores):
                 found = index.rare_terms(query, rare_limit(index.num_chunks(), settings), allowed[si],
                                          exact_like(index, query, settings))
-                n_rare = max(n_rare, len(found.terms))
+                n_rare[si] = len(found.terms)
                 for cid, count in found.holders.items():
                     holders[(si, cid)] = count
             pool.update(dict.fromkeys(holders))
@@ -173,10 +179,10 @@ def _fuse(
                 sem_keys = _vector_ranking(stores, list(pool), query_vecs[qi], sem_k)
         add_ranking(kw_keys, w_kw)
         add_ranking(sem_keys, w_sem)
-        if n_rare:
-            for key in pool:
+        for key in pool:
+            if n_rare.get(key[0], 0):
                 cand = cands.setdefault(key, _Candidate(*key))
-                cand.rare.append((holders.get(key, 0), n_rare))
+                cand.rare.append((holders.get(key, 0), n_rare[key[0]]))
     weights = (w_kw if use_kw else 0.0) + (w_sem if use_sem else 0.0)
     return cands, len(queries) * weights / (k_rrf + 1)
 
