@@ -58,9 +58,9 @@ class RetrievalSettings(BaseSettings):
     keyword_weight: float = Field(1.0, description="Weight of the BM25 ranking in the fusion (equal to the vector ranking's).")
     semantic_weight: float = Field(1.0, description="Weight of the vector ranking in the fusion.")
     rare_term_fraction: float = Field(
-        0.001, description="A query term in at most this fraction of a store's chunks is rare; chunks holding all of a query's rare terms rank first."
+        0.001, description="An identifier-like query term (code, number, name) in at most this fraction of a store's chunks is rare; chunks holding all of a query's rare terms rank first."
     )
-    rare_term_min_chunks: int = Field(3, description="A query term in at most this many chunks is always rare.")
+    rare_term_min_chunks: int = Field(3, description="An identifier-like query term in at most this many chunks is always rare.")
     default_ranker: Literal["feedback", "none"] = Field(
         "none",
         description="Ranker behind `auto`/`default-*`: `none` (the fused order) or `feedback` (hybrid pseudo-relevance feedback).",
