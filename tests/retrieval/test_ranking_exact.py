@@ -193,3 +193,28 @@ def test_file_search_call_in_a_run_puts_the_exact_match_first(client: openai.Ope
     assert len(calls) == len(cases)
     firsts = [call.file_search.results[0].file_id if call.file_search.results else "" for call in calls]
     assert firsts == [ids[name] for _, name in cases]
+
+
+def test_which_terms_count_as_exact(store: StoreIndex, settings: RetrievalSettings) -> None:
+    from spindle.retrieval.search import exact_like
+
+    def body(query: str) -> set[str]:
+        return {term for name, term in exact_like(store, query, settings) if name == "body"}
+
+    assert body("where is project Lantern") == {"lantern"}  # a name: capitalised inside the query
+    assert "codenam" in body("secret codename")  # two o200k tokens: counts, but only if it is also rare
+    assert body("Hexlarion") == {"hexlarion"}  # not a word of the vocabulary
+    assert body("revenue of CFOs in Q3") == {"cfos", "q3"}  # inner capital, digit
+    # ordinary words stay with BM25's weighting however rare they are in a store
+    assert body("quick wins and immediate actions versus workload") == set()
+    assert ("exact", "inv-2026-0042") in exact_like(store, "status of INV-2026-0042", settings)
+
+
+def test_scores_stay_ordered_when_exact_matches_move_up(store: StoreIndex, embedder: Embedder,
+                                                          settings: RetrievalSettings) -> None:
+    _library_store(store, embedder, settings, {name: text.encode() for name, text in INVOICES.items()})
+    hits = search([("vs", store)], ["invoice 7,431,902,116 total"], embedder, settings,
+                  SearchOptions(max_num_results=5))
+    assert hits[0].file_id == "invoice-0043.txt"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(0 < h.score <= 1 for h in hits)
