@@ -12,6 +12,15 @@ the same unit (word pieces of document text per second), so their ratio is the p
 efficiency: parsing, tokenising, indexing and scheduling overhead.
 
     python bench/bench_ingest.py [--docs 30] [--pages 8]
+    python bench/bench_ingest.py --small 2000 [--http]
+
+``--small N``: the many-small-files case - N files of one msmarco paragraph each. The ceiling
+is the model alone on exactly those paragraphs (one window each, submitted at once, packed
+by length); the pipeline runs ``ingest`` with ``ingest_concurrency`` files at once, and the
+table splits its thread time into stages (parse+chunk, chunk rows, keyword commit wait,
+embedding, vector rows). ``--http`` also sends the same files through the real app
+in-process: ``files.create`` for each, then ``file_batches.create_and_poll`` in batches of 500,
+until every file is searchable (upload handling, ledger writes, the ingestion worker).
 """
 
 from __future__ import annotations
@@ -77,11 +86,146 @@ def make_document(kind: str, pages: list[str]) -> bytes:
     return "\n\f\n".join(pages).encode()
 
 
+def paragraphs(n: int) -> list[str]:
+    out = []
+    for line in CORPUS.read_text(encoding="utf-8").split("\n"):
+        if line:
+            out.append(json.loads(line)["text"].strip())
+    return out[:n]
+
+
+class Stages:
+    """Thread-seconds spent in each stage of ``ingest`` (wrappers around the calls it makes)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = __import__("threading").Lock()
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - t0
+
+        setattr(owner, name, timed)
+
+
+def small_files(n: int, http: bool) -> None:
+    import spindle.retrieval.pipeline as pipeline_mod
+    from spindle.retrieval.index.store import StoreIndex as Store
+
+    settings = RetrievalSettings()
+    embedder = get_embedder(settings)
+    assert isinstance(embedder, LocalEmbedder), "the ceiling is measured for the local model"
+    embedder.warm_up()
+    model = embedder._ensure()[0]
+    texts = paragraphs(n)
+    pieces = [np.asarray(p[: model.window], dtype=np.int64) for p in model.word_pieces(texts)]
+    total_pieces = sum(len(p) for p in pieces)
+    embedder.embed_windows(pieces[:64])  # warm
+    t0 = time.perf_counter()
+    embedder.embed_windows(pieces)
+    ceiling_s = time.perf_counter() - t0
+
+    stages = Stages()
+    stages.wrap(pipeline_mod, "prepare", "parse + tokenise + chunk")
+    stages.wrap(Store, "add_chunks", "chunk rows (SQLite) + queue keyword")
+    stages.wrap(embedder, "embed_chunks", "embedding (wait for the runner)")
+    stages.wrap(Store, "add_vectors", "vector rows (SQLite) + faiss add")
+    work = Path(tempfile.mkdtemp(prefix="spindle-bench-small-"))
+    index = StoreIndex(work / "vs_small", settings, embedder.identity, embedder.dimensions)
+    commit_wait = [0.0]
+
+    def one(item: tuple[int, str]) -> IngestResult:
+        i, text = item
+        result = ingest(index, embedder, f"file-{i}", f"p{i}.txt", text.encode(), {}, ChunkingStrategy(), settings)
+        return result
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(settings.ingest_concurrency) as pool_:
+        results = list(pool_.map(one, enumerate(texts)))
+    wall = time.perf_counter() - started
+    index.close()
+    accounted = sum(stages.seconds.values())
+    commit_wait[0] = max(0.0, sum(r.total_s for r in results) - accounted)
+    info = embedder.info()
+    print(f"# {n} small files (one msmarco paragraph each), {total_pieces:,} word pieces; embedder {info['dtype']} "
+          f"on {info['threads']} threads, {settings.ingest_concurrency} files at once; load {os.getloadavg()[0]:.1f}")
+    print("| metric | value |\n|---|---|")
+    print(f"| embedder ceiling, these paragraphs at once | {n / ceiling_s:.1f} files/s "
+          f"({total_pieces / ceiling_s:,.0f} word pieces/s) |")
+    print(f"| pipeline (ingest, library) | {n / wall:.1f} files/s, {100 * ceiling_s / wall:.0f} % of the ceiling |")
+    per_file = {label: 1000 * sec / n for label, sec in stages.seconds.items()}
+    per_file["keyword commit wait + rest"] = 1000 * commit_wait[0] / n
+    for label, ms in sorted(per_file.items(), key=lambda kv: -kv[1]):
+        print(f"| thread time per file: {label} | {ms:.1f} ms |")
+    if http:
+        http_wall, upload_s, ledger_s = small_files_http(texts)
+        print(f"| HTTP: files.create + file_batches (500) until searchable | {n / http_wall:.1f} files/s, "
+              f"{100 * ceiling_s / http_wall:.0f} % of the ceiling |")
+        print(f"| HTTP: of which uploading (files.create, one by one) | {upload_s:.1f} s of {http_wall:.1f} s |")
+        print(f"| HTTP: ledger status writes (awaited, per file) | {1000 * ledger_s / n:.1f} ms |")
+
+
+def small_files_http(texts: list[str]) -> tuple[float, float, float]:
+    """Wall time until all are searchable, time spent uploading, time awaited in ledger writes."""
+    import io
+
+    import openai
+    from fastapi.testclient import TestClient
+
+    from spindle.app import create_app
+    from spindle.settings import ServerSettings, Settings
+    from spindle.vector_stores.ledger import Ledger
+
+    ledger_s = [0.0]
+    change = Ledger.change
+
+    async def timed_change(self: Ledger, *args: object, **kwargs: object) -> object:
+        t0 = time.perf_counter()
+        try:
+            return await change(self, *args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            ledger_s[0] += time.perf_counter() - t0
+
+    Ledger.change = timed_change  # type: ignore[assignment,method-assign]
+    os.environ["SPINDLE_SANDBOX_ENABLED"] = "false"
+    data_dir = Path(tempfile.mkdtemp(prefix="spindle-bench-small-http-"))
+    app = create_app(Settings(server=ServerSettings(data_dir=data_dir)))
+    with TestClient(app) as http:
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key="sk-bench", http_client=http, max_retries=0)
+        vs = client.vector_stores.create(name="small")
+        started = time.perf_counter()
+        upload_s = 0.0
+        for start in range(0, len(texts), 500):
+            ids = []
+            t0 = time.perf_counter()
+            for i, text in enumerate(texts[start : start + 500], start=start):
+                buffer = io.BytesIO(text.encode())
+                buffer.name = f"p{i}.txt"
+                ids.append(client.files.create(file=buffer, purpose="assistants").id)
+            upload_s += time.perf_counter() - t0
+            batch = client.vector_stores.file_batches.create_and_poll(vector_store_id=vs.id, file_ids=ids,
+                                                                      poll_interval_ms=200)
+            assert batch.file_counts.completed == len(ids), batch.file_counts
+        return time.perf_counter() - started, upload_s, ledger_s[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=30)
     parser.add_argument("--pages", type=int, default=8)
+    parser.add_argument("--small", type=int, default=0, metavar="N", help="the many-small-files case")
+    parser.add_argument("--http", action="store_true", help="with --small: also through the HTTP API")
     args = parser.parse_args()
+    if args.small:
+        small_files(args.small, args.http)
+        return
     settings = RetrievalSettings()
     embedder = get_embedder(settings)
     assert isinstance(embedder, LocalEmbedder), "the ceiling is measured for the local model"

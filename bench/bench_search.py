@@ -7,7 +7,7 @@ would take hours - through ``StoreIndex.add_chunks``/``add_vectors``, the calls 
 Queries (3-6 words from the same vocabulary) are then sent to ``POST /v1/vector_stores/{id}/search``
 over the ASGI transport, so every measured millisecond goes through the endpoint: request
 parsing, query embedding with MiniLM, BM25 (tantivy), vectors (faiss: exact up to 100k chunks,
-IVF-int8 above), fusion, feedback ranker, chunk fetch. The library call alone is timed too.
+IVF-int8 above), exact-term and window scoring, fusion, chunk fetch. The library call alone is timed too.
 
     python bench/bench_search.py                 # 10k, 100k, 1M
     python bench/bench_search.py --sizes 10000   # one size
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--work", type=Path, default=Path("/tmp/spindle-bench-search"))
+    parser.add_argument("--build-only", action="store_true", help="build the stores, measure nothing")
     args = parser.parse_args()
 
     import httpx
@@ -120,6 +121,8 @@ def main() -> None:
                 build(index, size, words, embedder.dimensions)
                 index.close()
                 (directory / "built").write_text("ok")
+            if args.build_only:
+                continue
             body = {"query": queries[0], "max_num_results": 10}
             for _ in range(20):  # warm up: open the index, page it in, load the model
                 assert http.post(f"/v1/vector_stores/{store_id}/search", json=body).status_code == 200

@@ -73,12 +73,16 @@ class RetrievalSettings(BaseSettings):
     )
     keyword_candidates: int = Field(60, description="BM25 hits fetched per query before fusion.")
     semantic_candidates: int = Field(60, description="Vector hits fetched per query before fusion.")
-    rrf_k: float = Field(10.0, description="Reciprocal rank fusion constant k in w/(k + rank).")
-    keyword_weight: float = Field(0.5, description="Weight of the BM25 ranking in the fusion (the vector ranking has 1).")
+    rrf_k: float = Field(60.0, description="Reciprocal rank fusion constant k in w/(k + rank) (the conventional 60).")
+    keyword_weight: float = Field(1.0, description="Weight of the BM25 ranking in the fusion (equal to the vector ranking's).")
     semantic_weight: float = Field(1.0, description="Weight of the vector ranking in the fusion.")
+    rare_term_fraction: float = Field(
+        0.001, description="An identifier-like query term (code, number, name) in at most this fraction of a store's chunks is rare; chunks holding all of a query's rare terms rank first."
+    )
+    rare_term_min_chunks: int = Field(3, description="An identifier-like query term in at most this many chunks is always rare.")
     default_ranker: Literal["feedback", "none"] = Field(
-        "feedback",
-        description="Ranker behind `auto`/`default-*`: `feedback` (hybrid pseudo-relevance feedback) or `none` (RRF order).",
+        "none",
+        description="Ranker behind `auto`/`default-*`: `none` (the fused order) or `feedback` (hybrid pseudo-relevance feedback).",
     )
     feedback_docs: int = Field(3, description="`feedback`: top fused chunks whose vectors expand the query.")
     feedback_weight: float = Field(0.2, description="`feedback`: weight of their mean vector added to the query vector.")

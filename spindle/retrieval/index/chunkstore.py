@@ -4,6 +4,8 @@ It is the source of truth of a store's index. The keyword index (tantivy) and th
 index (faiss) are derived from it and can be rebuilt from it; chunk ids are never reused
 (``AUTOINCREMENT``), so a stale id in a derived index can only miss, never point at the
 wrong text. Vectors are kept as float16 (half the bytes, well below the model's noise).
+A chunk embedded in several model windows also keeps its window vectors (``wvec``, on disk
+only: search reads them for its few candidates, so the in-memory index does not grow).
 
 One writer connection and one reader connection, each behind its own lock, in WAL mode so
 searches read while a file is being written.
@@ -40,7 +42,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     tokens INTEGER NOT NULL,
     text TEXT NOT NULL,
     vec BLOB,
-    vgen INTEGER
+    vgen INTEGER,
+    wvec BLOB
 );
 CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_id, seq);
 CREATE INDEX IF NOT EXISTS chunks_vgen ON chunks(vgen);
@@ -63,6 +66,9 @@ class ChunkStore:
         self._read_lock = threading.Lock()
         self._writer = self._connect(path)
         self._writer.executescript(_SCHEMA)
+        columns = {row[1] for row in self._writer.execute("PRAGMA table_info(chunks)")}
+        if "wvec" not in columns:  # a store written before window vectors were kept
+            self._writer.execute("ALTER TABLE chunks ADD COLUMN wvec BLOB")
         self._reader = self._connect(path)
 
     @staticmethod
@@ -115,10 +121,14 @@ class ChunkStore:
                 raise
         return ids
 
-    def store_vectors(self, file_id: str, ids: list[int], vectors: np.ndarray, usage_bytes: int) -> list[bool]:
-        """Persist a file's vectors; returns, per chunk, whether its row still existed (a file
-        deleted or replaced meanwhile has lost its rows, and its vectors must go nowhere)."""
+    def store_vectors(self, file_id: str, ids: list[int], vectors: np.ndarray, usage_bytes: int,
+                      windows: list[np.ndarray | None] | None = None) -> list[bool]:
+        """Persist a file's vectors (and, per chunk, its window vectors when it has several);
+        returns, per chunk, whether its row still existed (a file deleted or replaced meanwhile
+        has lost its rows, and its vectors must go nowhere)."""
         blobs = vectors.astype(np.float16)
+        wblobs = [None if w is None or len(w) < 2 else np.asarray(w, dtype=np.float16).tobytes()
+                  for w in (windows or [None] * len(ids))]
         with self._write_lock:
             cur = self._writer
             cur.execute("BEGIN IMMEDIATE")
@@ -126,7 +136,8 @@ class ChunkStore:
                 vgen = self._bump_vgen(cur)
                 present = []
                 for i, chunk_id in enumerate(ids):
-                    done = cur.execute("UPDATE chunks SET vec=?, vgen=? WHERE id=?", (blobs[i].tobytes(), vgen, chunk_id))
+                    done = cur.execute("UPDATE chunks SET vec=?, vgen=?, wvec=? WHERE id=?",
+                                       (blobs[i].tobytes(), vgen, wblobs[i], chunk_id))
                     present.append(done.rowcount == 1)
                 cur.execute("UPDATE files SET embedded=1, usage_bytes=? WHERE file_id=?", (usage_bytes, file_id))
                 cur.execute("COMMIT")
@@ -214,6 +225,32 @@ class ChunkStore:
                 f"SELECT id, vec FROM chunks WHERE id IN ({marks}) AND vec IS NOT NULL", ids
             ).fetchall()
         return {int(r[0]): np.frombuffer(r[1], dtype=np.float16).astype(np.float32) for r in rows}
+
+    def window_vectors(self, ids: list[int], dim: int) -> dict[int, np.ndarray]:
+        """Per chunk, its window vectors ``(n, dim)``; a chunk of one window (or stored before
+        windows were kept) gives its chunk vector as the only row."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT id, vec, wvec FROM chunks WHERE id IN ({marks}) AND vec IS NOT NULL", ids
+            ).fetchall()
+        return {int(r[0]): np.frombuffer(r[2] if r[2] is not None else r[1], dtype=np.float16)
+                .reshape(-1, dim).astype(np.float32) for r in rows}
+
+    def iter_texts(self, batch: int = 5_000) -> Iterator[list[tuple[int, str, str]]]:
+        """``(chunk id, file id, text)`` of every chunk, in id order (to rebuild the keyword index)."""
+        last_id = -1
+        while True:
+            with self._read_lock:
+                rows = self._reader.execute(
+                    "SELECT id, file_id, text FROM chunks WHERE id>? ORDER BY id LIMIT ?", (last_id, batch)
+                ).fetchall()
+            if not rows:
+                return
+            yield [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+            last_id = int(rows[-1][0])
 
     def iter_vectors(self, after_vgen: int = 0, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, vectors)`` batches of every stored vector newer than ``after_vgen``."""

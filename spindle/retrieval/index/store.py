@@ -8,6 +8,10 @@ A file becomes keyword-searchable as soon as ``add_chunks`` returns, and semanti
 searchable after ``add_vectors``. The embedder that wrote a store's vectors is recorded; a
 store opened with a different embedder is searched by keyword only (and logs why) rather
 than comparing vectors from two models.
+
+The keyword index is derived data: a store whose keyword index was written with another
+analyser version (``keyword.SCHEMA_VERSION``, e.g. one from before compound tokens) has it
+rebuilt from the chunk store when opened, once; its vectors are kept as they are.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import numpy as np
 
 from spindle.retrieval import filters as filter_mod
 from spindle.retrieval.chunker import Chunk
+from spindle.retrieval.embedding.base import windows_of
 from spindle.retrieval.index.chunkstore import ChunkRow, ChunkStore
-from spindle.retrieval.index.keyword import KeywordIndex
+from spindle.retrieval.index.keyword import SCHEMA_VERSION, KeywordIndex, RareTerms
 from spindle.retrieval.index.vectors import VectorIndex
 from spindle.retrieval.settings import RetrievalSettings
 
@@ -40,7 +45,10 @@ class StoreIndex:
         self.directory = directory
         self._settings = settings
         self.chunks = ChunkStore(directory / "chunks.sqlite")
-        self.keyword = KeywordIndex(directory / "keyword")
+        stale = self.chunks.get_meta("keyword_schema") != SCHEMA_VERSION
+        self.keyword = KeywordIndex(directory / "keyword", fresh=stale)
+        if stale:
+            self._rebuild_keyword()
         recorded = self.chunks.get_meta("embedder")
         if recorded is None:
             self.chunks.set_meta("embedder", json.dumps({"identity": embedder_identity, "dim": dim}))
@@ -65,6 +73,24 @@ class StoreIndex:
         self._names: dict[str, tuple[str, dict[str, Any]]] | None = None
         self._closed = False
 
+    def _rebuild_keyword(self) -> None:
+        """Re-index every chunk's text (the keyword index is empty and of the current schema)."""
+        count = 0
+        for rows in self.chunks.iter_texts():
+            by_file: dict[str, tuple[list[int], list[str]]] = {}
+            for chunk_id, file_id, text in rows:
+                ids, texts = by_file.setdefault(file_id, ([], []))
+                ids.append(chunk_id)
+                texts.append(text)
+            for file_id, (ids, texts) in by_file.items():
+                self.keyword.add(file_id, ids, texts)
+            self.keyword.commit()
+            count += len(rows)
+        self.chunks.set_meta("keyword_schema", SCHEMA_VERSION)
+        if count:
+            log.info("store %s: keyword index rebuilt for the current analyser (%d chunks)", self.directory.name,
+                     count)
+
     # -- ingestion -------------------------------------------------------------------------
     def add_chunks(
         self, file_id: str, filename: str, attributes: dict[str, Any], chunks: list[Chunk]
@@ -80,9 +106,12 @@ class StoreIndex:
         return ids, _committer.submit(self.keyword.commit, ticket)
 
     def add_vectors(self, file_id: str, chunk_ids: list[int], vectors: np.ndarray, usage_bytes: int) -> None:
-        present = np.asarray(self.chunks.store_vectors(file_id, chunk_ids, vectors, usage_bytes), dtype=bool)
+        """Store a file's chunk vectors (and the window vectors riding on them, if any)."""
+        windows = windows_of(vectors)
+        plain = np.asarray(vectors, dtype=np.float32)
+        present = np.asarray(self.chunks.store_vectors(file_id, chunk_ids, plain, usage_bytes, windows), dtype=bool)
         if self.semantic_ok and present.any():
-            self.vectors.add(np.asarray(chunk_ids, dtype=np.int64)[present], vectors[present])
+            self.vectors.add(np.asarray(chunk_ids, dtype=np.int64)[present], plain[present])
             self.vectors.maybe_snapshot()
 
     def delete_file(self, file_id: str, commit: bool = True) -> bool:
@@ -142,6 +171,19 @@ class StoreIndex:
             return [[] for _ in range(len(query_vecs))]
         allowed = None if allowed_files is None else self.chunks.chunk_ids_of(allowed_files)
         return self.vectors.search(query_vecs, k, allowed)
+
+    def rare_terms(self, query: str, limit: int, allowed_files: list[str] | None,
+                   only: set[tuple[str, str]] | None = None) -> RareTerms:
+        return self.keyword.rare_terms(query, limit, allowed_files, only)
+
+    def window_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Per chunk with a vector, its window vectors ``(n, dim)`` (its chunk vector if one window)."""
+        if not self.semantic_ok:
+            return {}
+        return self.chunks.window_vectors(ids, self.dim)
+
+    def num_chunks(self) -> int:
+        return self.keyword.num_docs()
 
     def chunk_rows(self, ids: list[int]) -> dict[int, ChunkRow]:
         return self.chunks.chunks(ids)
