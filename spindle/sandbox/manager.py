@@ -80,6 +80,7 @@ class SessionManager:
         self._starting = 0
         self._closing = 0  # ended sessions whose close() has not returned: still alive
         self._need_fill = asyncio.Event()
+        self._pool_starting = 0  # of ``_starting``: the ones the pool filler started
         self._pool_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: asyncio.Task[None] | None = None
@@ -287,11 +288,14 @@ class SessionManager:
             await self._need_fill.wait()
             self._need_fill.clear()
             # One start at a time: a burst of kernel starts would starve running sessions.
+            # Only the pool's own starts count here: a session starting for a thread (pool
+            # empty) is not going to the pool, and waiting for it left the pool short.
             while (
-                len(self._pool) + self._starting < self.settings.pool_size
+                len(self._pool) + self._pool_starting < self.settings.pool_size
                 and self._total() < self.settings.max_sessions
             ):
                 self._starting += 1
+                self._pool_starting += 1
                 try:
                     session = await self.provider.create_session()
                 except SandboxError as exc:
@@ -303,6 +307,7 @@ class SessionManager:
                     continue
                 finally:
                     self._starting -= 1
+                    self._pool_starting -= 1
                 backoff = 1.0
                 self._pool.append(session)
                 self._pool_changed.set()
