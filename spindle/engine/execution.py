@@ -12,16 +12,16 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from spindle.engine import leases, objects, prompt, runstate
+from spindle.engine.coalesce import coalesced
 from spindle.engine.events import done_event, event
 from spindle.engine.textstream import AnnotatedText
 from spindle.engine.toolchoice import REMINDER, Offer, build_offer
 from spindle.ids import new_id, now
-from spindle.llm.client import ChatDelta, ChatRequest, Finish, TextDelta, ToolCallDelta, UpstreamError
+from spindle.llm.client import ChatRequest, Finish, TextDelta, ToolCallDelta, UpstreamError
 from spindle.runtime import Runtime
 from spindle.services.messages import message_object
 from spindle.store.base import AnyOf, AppendEvent, Conflict, Op, Put, Update
@@ -291,7 +291,7 @@ class Execution:
             metrics.upstream_seconds.observe(time.perf_counter() - started)
 
     async def _stream_turn_once(self, request: ChatRequest, offer: Offer, turn: _Turn) -> None:
-        async for batch in _coalesced(self.runtime.model.stream(request)):
+        async for batch in coalesced(self.runtime.model.stream(request)):
             ops: list[Op] = []
             for delta in batch:
                 if isinstance(delta, TextDelta):
@@ -577,48 +577,3 @@ def _usage(usage: dict[str, int] | None) -> dict[str, int] | None:
     if not usage:
         return None
     return objects.add_usage(None, usage)
-
-
-async def _coalesced(source: AsyncIterator[ChatDelta]) -> AsyncIterator[list[ChatDelta]]:
-    """Batch upstream deltas that arrive while the previous batch is being written, so a
-    fast model costs one store commit per batch, not per token."""
-    queue: asyncio.Queue[ChatDelta | BaseException | None] = asyncio.Queue()
-
-    async def pump() -> None:
-        try:
-            async for item in source:
-                queue.put_nowait(item)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            queue.put_nowait(exc)
-            return
-        queue.put_nowait(None)
-
-    task = asyncio.create_task(pump())
-    try:
-        while True:
-            first = await queue.get()
-            batch: list[ChatDelta] = []
-            ended = False
-            for item in [first, *_drain(queue)]:
-                if item is None:
-                    ended = True
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, TextDelta) and batch and isinstance(batch[-1], TextDelta):
-                    batch[-1] = TextDelta(batch[-1].text + item.text)
-                else:
-                    batch.append(item)
-            if batch:
-                yield batch
-            if ended:
-                return
-    finally:
-        task.cancel()
-
-
-def _drain(queue: asyncio.Queue[Any]) -> list[Any]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items

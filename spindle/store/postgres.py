@@ -16,7 +16,6 @@ to ``on_remote_commit``, so a stream served by one process follows a run another
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import secrets
@@ -36,7 +35,6 @@ from spindle.store.base import (
     MetadataStore,
     Op,
     Page,
-    Put,
     StoredEvent,
     StoredObject,
     Update,
@@ -44,6 +42,7 @@ from spindle.store.base import (
     matches,
 )
 from spindle.store.migrations import MigrationError, load_migrations, statements
+from spindle.store.prepared import PreparedPut, dumps, prepare
 from spindle.store.sqlquery import Dialect, PagePlan, scan_sql
 
 log = logging.getLogger(__name__)
@@ -52,9 +51,6 @@ _MIGRATION_LOCK = 0x5350494E  # "SPIN": one process migrates at a time
 _CHANNEL = "spindle_events"
 _MAX_BATCH = 256
 
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 class PostgresStore(MetadataStore):
@@ -144,7 +140,7 @@ class PostgresStore(MetadataStore):
             return []
         # Serialized before the first await: callers keep changing their dicts afterwards.
         future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
-        self._pending.append(([_prepare(op) for op in ops], future))
+        self._pending.append(([prepare(op) for op in ops], future))
         self._wake.set()
         return await future
 
@@ -199,7 +195,7 @@ class PostgresStore(MetadataStore):
 
     async def _apply(self, conn: psycopg.AsyncConnection[Any], op: Any,
                      touched: dict[str, list[StoredEvent]]) -> int | None:
-        if isinstance(op, _PreparedPut):
+        if isinstance(op, PreparedPut):
             values = (op.id, op.kind, op.project, op.parent, op.created_at, op.data)
             if op.create_only:
                 cur = await conn.execute(
@@ -217,7 +213,7 @@ class PostgresStore(MetadataStore):
             reason = matches(stored, op.expect)
             if reason is not None or stored is None:
                 raise Conflict(op.kind, op.id, reason or "it does not exist")
-            await conn.execute("UPDATE objects SET data = %s WHERE id = %s", (_dumps(apply_update(stored, op)), op.id))
+            await conn.execute("UPDATE objects SET data = %s WHERE id = %s", (dumps(apply_update(stored, op)), op.id))
             return None
         if isinstance(op, Delete):
             if op.when is not None and matches(await self._load(conn, op.kind, op.id, lock=True), op.when) is not None:
@@ -233,7 +229,7 @@ class PostgresStore(MetadataStore):
             await conn.execute("DELETE FROM objects WHERE kind = %s AND parent = %s", (op.kind, op.parent))
             return None
         if isinstance(op, AppendEvent):
-            data = op.data if isinstance(op.data, str) else _dumps(op.data)
+            data = op.data if isinstance(op.data, str) else dumps(op.data)
             earlier = touched.get(op.run_id)
             if earlier:  # this transaction holds the run's lock already and knows its last seq
                 seq = earlier[-1].seq + 1
@@ -310,33 +306,6 @@ class PostgresStore(MetadataStore):
         return int(rows[0][0])
 
 
-class _PreparedPut:
-    __slots__ = ("id", "kind", "project", "parent", "created_at", "data", "create_only")
-
-    def __init__(self, op: Put) -> None:
-        self.id = op.obj["id"]
-        self.kind = op.kind
-        self.project = op.project
-        self.parent = op.parent
-        self.created_at = int(op.obj.get("created_at") or 0)
-        self.data = _dumps(op.obj)
-        self.create_only = op.create_only
-
-
-def _prepare(op: Op) -> Any:
-    if isinstance(op, Put):
-        return _PreparedPut(op)
-    if isinstance(op, Update):
-        return Update(op.kind, op.id, json.loads(_dumps(op.fields)), dict(op.add), _copy_expect(op.expect))
-    if isinstance(op, AppendEvent) and not isinstance(op.data, str):
-        return AppendEvent(op.run_id, op.event, _dumps(op.data))
-    return op
-
-
-def _copy_expect(expect: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(expect)
-
-
 def _path(key: str) -> str:
     return "{" + ",".join(key.split(".")) + "}"
 
@@ -347,7 +316,7 @@ def _json_text(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         return value
-    return _dumps(value)
+    return dumps(value)
 
 
 def _field_equals(key: str, value: Any) -> tuple[str, list[Any]]:

@@ -10,7 +10,6 @@ the event loop. ``on_commit`` tells the event log which runs got new events.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import queue
@@ -30,7 +29,6 @@ from spindle.store.base import (
     MetadataStore,
     Op,
     Page,
-    Put,
     StoredEvent,
     StoredObject,
     Update,
@@ -38,6 +36,7 @@ from spindle.store.base import (
     matches,
 )
 from spindle.store.migrations import apply_migrations
+from spindle.store.prepared import PreparedPut, prepare
 from spindle.store.sqlquery import Dialect, PagePlan, scan_sql
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ class SQLiteStore(MetadataStore):
         future: asyncio.Future[list[int | None]] = loop.create_future()
         # Serialize here, on the caller's side: callers keep mutating their dicts after
         # handing them over, and the writer thread must see them as they were.
-        self._queue.put(_WriteRequest([_serialize(op) for op in ops], future, loop))
+        self._queue.put(_WriteRequest([prepare(op) for op in ops], future, loop))
         return await future
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
@@ -163,7 +162,7 @@ class SQLiteStore(MetadataStore):
         results: list[int | None] = []
         runs: dict[str, list[StoredEvent]] = {}
         for op in ops:
-            if isinstance(op, _SerializedPut):
+            if isinstance(op, PreparedPut):
                 values = (op.id, op.kind, op.project, op.parent, op.created_at, op.data)
                 if op.create_only:
                     try:
@@ -302,29 +301,6 @@ class SQLiteStore(MetadataStore):
             return int(row[0])
 
         return await self._read(q)
-
-
-class _SerializedPut:
-    __slots__ = ("id", "kind", "project", "parent", "created_at", "data", "create_only")
-
-    def __init__(self, op: Put) -> None:
-        self.id = op.obj["id"]
-        self.kind = op.kind
-        self.project = op.project
-        self.parent = op.parent
-        self.create_only = op.create_only
-        self.created_at = int(op.obj.get("created_at") or 0)
-        self.data = json.dumps(op.obj, separators=(",", ":"))
-
-
-def _serialize(op: Op) -> Any:
-    if isinstance(op, Put):
-        return _SerializedPut(op)
-    if isinstance(op, Update):  # a snapshot: the caller may go on changing its dicts
-        return Update(op.kind, op.id, json.loads(json.dumps(op.fields)), dict(op.add), copy.deepcopy(op.expect))
-    if isinstance(op, AppendEvent) and not isinstance(op.data, str):
-        return AppendEvent(op.run_id, op.event, json.dumps(op.data, separators=(",", ":")))
-    return op
 
 
 def _resolve(future: asyncio.Future[list[int | None]], outcome: list[int | None] | BaseException) -> None:

@@ -322,7 +322,8 @@ def test_scan_filters_locate_scoping_and_deletes(open_store: Any) -> None:
 def test_text_round_trips_exactly(open_store: Any) -> None:
     async def scenario() -> None:
         async with open_store() as store:
-            obj = {"id": "u", "created_at": 1, "text": "nul\u0000 emoji \U0001f600 quote\" back\\ 中文",
+            # a lone surrogate too: sandbox output can carry one, and storing must not fail on it
+            obj = {"id": "u", "created_at": 1, "text": "nul\u0000 emoji \U0001f600 lone \ud800 quote\" back\\ 中文",
                    "big": 2**62, "float": 0.1, "nested": {"b": [1, {"c": None}]}}
             await store.put("thing", obj, "p")
             assert await _stored(store, "u") == obj
