@@ -41,11 +41,13 @@ class LoopThread:
 
 
 def sandbox_settings(**overrides: Any) -> SandboxSettings:
-    # A per-run cgroup parent and uid range keep parallel test runs and servers apart.
+    # SPINDLE_TEST_SANDBOX_TAG (a short name) and SPINDLE_TEST_SANDBOX_UID_BASE keep two
+    # sandbox test runs on one machine apart: own work dir, cgroup parent and uid range.
+    tag = os.environ.get("SPINDLE_TEST_SANDBOX_TAG", "spindle-test")
     values: dict[str, Any] = {
-        "work_dir": Path("/run/spindle-test"),
-        "cgroup_parent": "spindle-test",
-        "uid_base": 2_000_000_000,
+        "work_dir": Path("/run") / tag,
+        "cgroup_parent": tag,
+        "uid_base": int(os.environ.get("SPINDLE_TEST_SANDBOX_UID_BASE", "2000000000")),
         "pool_size": 1,
         "max_sessions": 10,
         "memory_mb": MEMORY_MB,
