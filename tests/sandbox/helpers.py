@@ -40,14 +40,28 @@ class LoopThread:
         self.loop.close()
 
 
+def sandbox_tag() -> str:
+    return os.environ.get("SPINDLE_TEST_SANDBOX_TAG", "spindle-test")
+
+
+def sandbox_uid_base() -> int:
+    return int(os.environ.get("SPINDLE_TEST_SANDBOX_UID_BASE", "2000000000"))
+
+
+def sandbox_env(suffix: str = "", uid_offset: int = 0) -> dict[str, str]:
+    """The SPINDLE_SANDBOX_* variables a test server needs, apart from other runs (see sandbox_settings)."""
+    tag = sandbox_tag() + suffix
+    return {"SPINDLE_SANDBOX_WORK_DIR": f"/run/{tag}", "SPINDLE_SANDBOX_CGROUP_PARENT": tag,
+            "SPINDLE_SANDBOX_UID_BASE": str(sandbox_uid_base() + uid_offset)}
+
+
 def sandbox_settings(**overrides: Any) -> SandboxSettings:
     # SPINDLE_TEST_SANDBOX_TAG (a short name) and SPINDLE_TEST_SANDBOX_UID_BASE keep two
     # sandbox test runs on one machine apart: own work dir, cgroup parent and uid range.
-    tag = os.environ.get("SPINDLE_TEST_SANDBOX_TAG", "spindle-test")
     values: dict[str, Any] = {
-        "work_dir": Path("/run") / tag,
-        "cgroup_parent": tag,
-        "uid_base": int(os.environ.get("SPINDLE_TEST_SANDBOX_UID_BASE", "2000000000")),
+        "work_dir": Path("/run") / sandbox_tag(),
+        "cgroup_parent": sandbox_tag(),
+        "uid_base": sandbox_uid_base(),
         "pool_size": 1,
         "max_sessions": 10,
         "memory_mb": MEMORY_MB,

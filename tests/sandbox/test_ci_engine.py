@@ -20,7 +20,7 @@ from PIL import Image
 
 from spindle.app import create_app
 from spindle.settings import ServerSettings, Settings
-from tests.sandbox.helpers import sandbox_unavailable
+from tests.sandbox.helpers import sandbox_env, sandbox_unavailable
 from tests.upstream.server import UpstreamHandle, start_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -45,9 +45,7 @@ def upstream() -> Iterator[UpstreamHandle]:
 @pytest.fixture(scope="module")
 def client(upstream: UpstreamHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
     env = {
-        "SPINDLE_SANDBOX_WORK_DIR": "/run/spindle-test",
-        "SPINDLE_SANDBOX_CGROUP_PARENT": "spindle-test",
-        "SPINDLE_SANDBOX_UID_BASE": "2000000000",
+        **sandbox_env(),
         "SPINDLE_SANDBOX_POOL_SIZE": "1",
         "SPINDLE_SANDBOX_MEMORY_MB": "768",
     }

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from spindle.app import create_app
 from spindle.settings import ServerSettings, Settings
-from tests.sandbox.helpers import sandbox_unavailable
+from tests.sandbox.helpers import sandbox_env, sandbox_unavailable
 from tests.sandbox.test_ci_engine import wait
 from tests.upstream.server import UpstreamHandle, start_in_thread
 
@@ -36,8 +36,7 @@ def upstream() -> Iterator[UpstreamHandle]:
 
 @pytest.fixture(scope="module")
 def client(upstream: UpstreamHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
-    env = {"SPINDLE_SANDBOX_WORK_DIR": "/run/spindle-test-pending", "SPINDLE_SANDBOX_CGROUP_PARENT": "spindle-test-pending",
-           "SPINDLE_SANDBOX_UID_BASE": "2010000000", "SPINDLE_SANDBOX_POOL_SIZE": "1", "SPINDLE_SANDBOX_MEMORY_MB": "768"}
+    env = {**sandbox_env("-pending", uid_offset=10_000_000), "SPINDLE_SANDBOX_POOL_SIZE": "1", "SPINDLE_SANDBOX_MEMORY_MB": "768"}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)

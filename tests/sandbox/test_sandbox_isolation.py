@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from spindle.sandbox import SessionManager
-from tests.sandbox.helpers import FAKE_SECRET, LoopThread, Runner, assert_bystander_ok
+from tests.sandbox.helpers import FAKE_SECRET, LoopThread, Runner, assert_bystander_ok, sandbox_tag
 
 
 def _outcome(runner: Runner, code: str) -> dict[str, object]:
@@ -137,7 +137,7 @@ hits = []
 for top in ['/mnt', '/tmp', '/run', '/opt', '/dev', '/etc', '/var']:
     for root, dirs, files in os.walk(top):
         hits += [os.path.join(root, f) for f in files if {FAKE_SECRET!r} in f]
-print(hits, sorted(os.listdir('/mnt/data')), os.path.exists('/run/spindle-test'))
+print(hits, sorted(os.listdir('/mnt/data')), os.path.exists({'/run/' + sandbox_tag()!r}))
 """)
         assert found.strip().startswith("[] [")
         assert "victim" not in found and found.strip().endswith("False")
