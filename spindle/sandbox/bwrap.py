@@ -177,29 +177,40 @@ def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[1:cut], argv[cut:]
 
 
-# Runs as the session uid: join the session's cgroups (so even bwrap is counted), cap the
-# per-process data size (large allocations then fail with MemoryError instead of waking the
-# OOM killer), disable core dumps, then become bubblewrap. Arguments: N, N cgroup.procs
-# paths, the data limit in KiB, then the bwrap command.
+# Runs as the server's uid (root, or the ordinary user the server runs as): join the session's
+# cgroups or write the pid file (so even bwrap is counted), then set the rlimits (``prlimit``:
+# always the data size, so a large allocation is a MemoryError instead of waking the OOM
+# killer, and no core dumps), drop to the session uid (``setpriv``, when the server is root)
+# and become bubblewrap. Joining as root matters for cgroup v2, which lets a process move
+# only if the writer may write the common ancestor's cgroup.procs. Arguments: N, N files to
+# write the pid into, then the command.
 LAUNCHER = r"""
 set -e
 n=$1; shift
 while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n - 1)); done
-ulimit -c 0
-ulimit -d "$1"; shift
 exec "$@"
 """
 
 
-def launcher_argv(procs_files: list[str], data_limit_kib: int, command: list[str]) -> list[str]:
+def launcher_argv(
+    join_files: list[str], prlimit_args: list[str], command: list[str], *, run_as: int | None
+) -> list[str]:
+    drop = (
+        ["/usr/bin/setpriv", f"--reuid={run_as}", f"--regid={run_as}", "--clear-groups", "--"]
+        if run_as is not None
+        else []
+    )
     return [
         "/bin/sh",
         "-c",
         LAUNCHER,
         "spindle-launcher",
-        str(len(procs_files)),
-        *procs_files,
-        str(data_limit_kib),
+        str(len(join_files)),
+        *join_files,
+        "/usr/bin/prlimit",
+        *prlimit_args,
+        "--",
+        *drop,
         *command,
     ]
 

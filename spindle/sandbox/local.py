@@ -1,12 +1,16 @@
 """The local provider: ipykernels isolated by bubblewrap, limited by cgroups and a tmpfs.
 
 One session = one host uid (``uids``), one size-limited tmpfs holding its /mnt/data, /tmp and
-kernel sockets, one cgroup per controller, one bubblewrap process tree running ipykernel
-(``local_session``). The server talks to the kernel over Unix sockets in the tmpfs.
+kernel sockets, its limits (``limits``: cgroup v1, cgroup v2 or rlimits), one bubblewrap
+process tree running ipykernel (``local_session``). The server talks to the kernel over Unix
+sockets in the tmpfs.
 
-Needs root on the host (cgroups, tmpfs mounts, switching to the session uids); the code
-itself never runs as root. ``start`` checks all of it and then runs a probe session end to
-end, so a host that cannot build the sandbox is reported with the reason and code never runs.
+As root, every session gets its own uid and tmpfs and the code never runs as root. As an
+ordinary user (``rootless``), bubblewrap uses an unprivileged user namespace, every session
+runs as the server's uid, session directories are plain directories and the limits come
+from a delegated cgroup v2 subtree or rlimits; the start-up line names what is missing.
+``start`` checks all of it and then runs a probe session end to end, so a host that cannot
+build the sandbox is reported with the reason and code never runs.
 
 Each server process is an *instance* with its own directory under ``work_dir`` and its own
 cgroups; what a crashed instance left behind is removed by the next one that starts.
@@ -22,6 +26,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -29,32 +34,68 @@ from pathlib import Path
 import zmq.asyncio
 
 from spindle.sandbox import bwrap, hostfs
-from spindle.sandbox.cgroups import CgroupV1
 from spindle.sandbox.errors import SandboxUnavailable, SessionFailed
 from spindle.sandbox.kernel import configure_context
+from spindle.sandbox.limits import Limits, LimitsBackend, SessionLimits, describe, select_backend
 from spindle.sandbox.local_session import LocalSession
 from spindle.sandbox.provider import SandboxProvider
 from spindle.sandbox.seccomp import compile_filter
 from spindle.sandbox.settings import SandboxSettings
-from spindle.sandbox.uids import UidAllocator
+from spindle.sandbox.uids import LOCK_DIR, SharedUid, UidAllocator
 
 log = logging.getLogger(__name__)
 
 _MIB = 1024 * 1024
 _UIDS_DIR = "uids"
+_SOCKETS = tuple(f"k-{port}" for port in range(1, 6))  # the kernel's five IPC sockets
+
+
+class _SessionLimitsFactory:
+    """What a session calls to get its limits (``provider.cgroups.create``)."""
+
+    def __init__(self, backend: LimitsBackend, limits: Limits) -> None:
+        self.backend = backend
+        self.limits = limits
+
+    def create(self, name: str, **_: object) -> SessionLimits:
+        # The values come from the settings, identical for every session.
+        return self.backend.create(name, self.limits)
+
+    def instances(self) -> list[str]:
+        return self.backend.instances()
+
+    def remove_instance(self, instance: str) -> None:
+        self.backend.remove_instance(instance)
 
 
 class BubblewrapProvider(SandboxProvider):
     name = "bubblewrap"
 
-    def __init__(self, settings: SandboxSettings, protected_paths: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        protected_paths: list[Path] | None = None,
+        uid_lock_dir: Path = LOCK_DIR,
+    ) -> None:
         self.settings = settings
         self._protected = [p.resolve() for p in (protected_paths or [])]
         # Random: the name is part of host paths, and must not give away the server's PID.
         self.instance = "i" + secrets.token_hex(6)
-        self.instance_dir = settings.work_dir / self.instance
-        self.cgroups = CgroupV1(settings.cgroup_parent, self.instance, settings.total_memory_bytes())
-        self.uids = UidAllocator(settings.work_dir / _UIDS_DIR, settings.uid_base)
+        self.root = os.geteuid() == 0
+        self.work_dir = settings.work_dir if self.root else rootless_work_dir(settings)
+        self.instance_dir = self.work_dir / self.instance
+        self.limits = Limits(
+            memory_bytes=settings.memory_mb * _MIB,
+            pids_max=settings.pids_max,
+            cpus=settings.cpus,
+            disk_bytes=settings.disk_mb * _MIB,
+            cpu_seconds=max(1, int(settings.cpus * settings.session_lifetime_s)),
+        )
+        self.cgroups: _SessionLimitsFactory | None = None  # set up by start()
+        self.limits_line = ""
+        self.uids: UidAllocator | SharedUid = (
+            UidAllocator(uid_lock_dir, settings.uid_base) if self.root else SharedUid(os.getuid())
+        )
         self._spawner = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sandbox-spawn"
         )
@@ -88,11 +129,9 @@ class BubblewrapProvider(SandboxProvider):
         self._spare = first  # the probe becomes the first session handed out
 
     def _check_host(self) -> None:
-        if os.geteuid() != 0:
-            raise SandboxUnavailable(
-                "the bubblewrap provider needs the server to run as root (to create cgroups and "
-                "per-session tmpfs mounts and to switch to the unprivileged session uids)"
-            )
+        for tool in ("/usr/bin/prlimit", "/usr/bin/setpriv"):
+            if not os.access(tool, os.X_OK):
+                raise SandboxUnavailable(f"{tool} not found; apt-get install util-linux")
         found = shutil.which(self.settings.bwrap_path)
         if not found:
             raise SandboxUnavailable(
@@ -115,23 +154,39 @@ class BubblewrapProvider(SandboxProvider):
         if len(str(self.instance_dir)) > 60:  # Unix socket paths are limited to 107 bytes
             raise SandboxUnavailable(f"SPINDLE_SANDBOX_WORK_DIR {self.settings.work_dir} is too long")
         self._seccomp = compile_filter()
-        work_dir = self.settings.work_dir
-        work_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-        os.chmod(work_dir, 0o711)
+        work_dir = self.work_dir
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o711 if self.root else 0o700)
+        if work_dir.is_symlink() or work_dir.stat().st_uid != os.geteuid():
+            raise SandboxUnavailable(f"the sandbox work dir {work_dir} is not this user's directory")
+        os.chmod(work_dir, 0o711 if self.root else 0o700)
         self.uids.setup()
         # Claim the instance (directory + held lock) before creating its cgroups, so another
         # server cleaning up never mistakes this one for a crashed instance.
         self.instance_dir.mkdir(mode=0o711)
         self._lock_fd = os.open(self.instance_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        self.cgroups.setup()
+        backend, skipped = select_backend(
+            self.settings.limits,
+            parent=self.settings.cgroup_parent,
+            instance=self.instance,
+            instance_dir=self.instance_dir,
+            total_memory=self.settings.total_memory_bytes(),
+            v2_path=self.settings.cgroup_v2_path,
+            root=self.root,
+            server_procs=_processes_of_uid(os.getuid()),
+        )
+        self.cgroups = _SessionLimitsFactory(backend, self.limits)
+        self.limits_line = describe(backend, self.limits, root=self.root, disk_limited=self.root, skipped=skipped)
+        # One line at start saying which limits hold; a warning when some do not.
+        log.log(logging.WARNING if "NOT enforced" in self.limits_line else logging.INFO, "%s", self.limits_line)
         self._clean_stale_instances()
 
     def _clean_stale_instances(self) -> None:
         """Remove what crashed servers left: processes, mounts, directories, cgroups.
 
         An instance is alive while its process holds the flock on its ``.lock``."""
-        work_dir = self.settings.work_dir
+        work_dir = self.work_dir
+        assert self.cgroups is not None
         stale: set[str] = set()
         for entry in work_dir.iterdir():
             if entry.name == _UIDS_DIR or not entry.is_dir() or entry.is_symlink():
@@ -157,13 +212,13 @@ class BubblewrapProvider(SandboxProvider):
             self.cgroups.remove_instance(name)
             self._remove_instance_dir(work_dir / name)
 
-    @staticmethod
-    def _remove_instance_dir(path: Path) -> None:
+    def _remove_instance_dir(self, path: Path) -> None:
         if not path.exists():
             return
-        for session_dir in path.iterdir():
-            if session_dir.is_dir() and not session_dir.is_symlink():
-                hostfs.unmount(str(session_dir))
+        if self.root:  # rootless sessions have no mounts of their own
+            for session_dir in path.iterdir():
+                if session_dir.is_dir() and not session_dir.is_symlink():
+                    hostfs.unmount(str(session_dir))
         shutil.rmtree(path, ignore_errors=True)
 
     async def shutdown(self) -> None:
@@ -177,7 +232,8 @@ class BubblewrapProvider(SandboxProvider):
         await asyncio.to_thread(self._remove_instance)
 
     def _remove_instance(self) -> None:
-        self.cgroups.remove_instance(self.instance)
+        if self.cgroups is not None:
+            self.cgroups.remove_instance(self.instance)
         self._remove_instance_dir(self.instance_dir)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -236,17 +292,16 @@ class BubblewrapProvider(SandboxProvider):
             os.write(args_write, payload)
             os.close(args_write)
             args_write = -1
-            assert session.cgroup is not None
+            assert session.cgroup is not None and self.cgroups is not None
             argv = bwrap.launcher_argv(
-                session.cgroup.procs_files,
-                self.settings.memory_mb * 1024,
+                session.cgroup.join_files,
+                self.cgroups.backend.rlimits(self.limits).prlimit_args(),
                 [self._bwrap, "--args", str(args_read), *command],
+                # As root the launcher joins the cgroups first and then drops to the session uid.
+                run_as=session.uid if self.root else None,
             )
             return subprocess.Popen(
                 argv,
-                user=session.uid,
-                group=session.uid,
-                extra_groups=[],
                 env={"PATH": "/usr/bin:/bin"},  # bwrap's own environ is visible as /proc/1/environ inside
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
@@ -265,3 +320,70 @@ class BubblewrapProvider(SandboxProvider):
         """Called by a session once torn down: its uid may be reused."""
         with contextlib.suppress(Exception):
             self.uids.release(session.uid)
+
+    # -- session directories (root: a tmpfs per session; rootless: plain directories) ----
+
+    @property
+    def file_owner_uid(self) -> int:
+        """Owner of the server's own files in a session directory (root's when we are root)."""
+        return 0 if self.root else os.getuid()
+
+    def mount_session_root(self, root: Path) -> None:
+        if self.root:
+            hostfs.mount_tmpfs(str(root), size_bytes=self.settings.disk_mb * _MIB, uid=0, mode=0o711)
+
+    def remove_session_root(self, root: Path) -> None:
+        if hostfs.is_mount(str(root)):
+            hostfs.unmount(str(root))
+        if self.root:
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        else:
+            shutil.rmtree(root, ignore_errors=True)  # never follows links
+
+    def seal_ipc(self, ipc: Path) -> None:
+        """Blocking: from now on the server connects only to sockets the code cannot swap.
+
+        As root: ``ipc`` becomes root's and read-only for the session uid. Rootless, the
+        session runs as our own uid and could change any directory it can write, so ``ipc``
+        moves aside (the sandbox's bind mount follows it) and a fresh private ``ipc`` gets
+        hard links to the kernel's sockets; ``link`` never follows a symlink and each new
+        entry is checked to be a socket, so a planted link or file fails the start."""
+        if self.root:
+            fd = os.open(ipc, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchown(fd, 0, 0)
+                os.fchmod(fd, 0o755)
+            finally:
+                os.close(fd)
+            return
+        shared = ipc.with_name("ipc.sandbox")
+        if os.path.lexists(shared):
+            shutil.rmtree(shared) if shared.is_dir() and not shared.is_symlink() else shared.unlink()
+        os.rename(ipc, shared)
+        os.mkdir(ipc, 0o700)
+        for name in _SOCKETS:
+            os.link(shared / name, ipc / name, follow_symlinks=False)
+            if not stat.S_ISSOCK(os.lstat(ipc / name).st_mode):
+                raise SessionFailed(f"the kernel's socket {name} was replaced by something else")
+
+
+def rootless_work_dir(settings: SandboxSettings) -> Path:
+    """Rootless, the default work dir (under /run) is not writable: use the user's runtime dir."""
+    default = SandboxSettings.model_fields["work_dir"].default
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if settings.work_dir == default and runtime:
+        return Path(runtime) / "spindle-sandbox"
+    return settings.work_dir
+
+
+def _processes_of_uid(uid: int) -> int:
+    """Processes and threads the uid runs now (RLIMIT_NPROC counts them all)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                st = os.stat(f"/proc/{entry}")
+                if st.st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry}/task"))
+    return count

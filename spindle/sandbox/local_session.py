@@ -95,7 +95,7 @@ class LocalSession(SandboxSession):
     def prepare_host(self) -> None:
         """Blocking: the tmpfs, its directories and the cgroups."""
         self.root.mkdir(mode=0o711)
-        hostfs.mount_tmpfs(str(self.root), size_bytes=self._settings.disk_mb * _MIB, uid=0, mode=0o711)
+        self._provider.mount_session_root(self.root)
         for sub in ("data", "tmp", "shm"):
             path = self.root / sub
             path.mkdir(mode=0o700)
@@ -110,6 +110,7 @@ class LocalSession(SandboxSession):
         os.chown(mpl, self.uid, self.uid)
         for name, data in self._provider.assets.items():
             hostfs.write_new_file(str(mpl), name, data, self.uid)
+        assert self._provider.cgroups is not None
         self.cgroup = self._provider.cgroups.create(
             self.id,
             memory_bytes=self._settings.memory_mb * _MIB,
@@ -136,19 +137,14 @@ class LocalSession(SandboxSession):
         # The kernel binds inside its mount namespace; we connect to the same sockets from the host.
         inside = {**info, "ip": f"{bwrap.IPC_DIR}/k", "kernel_name": ""}
         # Root's and read-only for the kernel, which only reads it.
-        hostfs.write_new_file(str(ipc), "connection.json", json.dumps(inside).encode(), 0, mode=0o644)
+        owner = self._provider.file_owner_uid
+        hostfs.write_new_file(str(ipc), "connection.json", json.dumps(inside).encode(), owner, mode=0o644)
         return {**info, "ip": str(ipc / "k")}
 
     def _seal_ipc(self) -> None:
         """Blocking: make ``ipc`` root's now that the kernel's sockets exist, so the code can
         neither replace them nor add anything the server would later connect to."""
-        ipc = self.root / "ipc"
-        fd = os.open(ipc, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.fchown(fd, 0, 0)
-            os.fchmod(fd, 0o755)
-        finally:
-            os.close(fd)
+        self._provider.seal_ipc(self.root / "ipc")
 
     async def launch(self) -> None:
         connection = self._connection = await asyncio.to_thread(self._write_connection)
@@ -235,10 +231,7 @@ class LocalSession(SandboxSession):
 
     def _teardown(self) -> None:
         self._kill()
-        if hostfs.is_mount(str(self.root)):
-            hostfs.unmount(str(self.root))
-        with contextlib.suppress(OSError):
-            self.root.rmdir()
+        self._provider.remove_session_root(self.root)
         if self.cgroup is not None:
             self.cgroup.remove()
         with contextlib.suppress(OSError):

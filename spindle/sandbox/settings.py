@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _MIB = 1024 * 1024
+UID_RANGE = 65536  # session uids per host range
+_MAX_UID_BASE = 2**31 - 1 - UID_RANGE
 
 
 class SandboxSettings(BaseSettings):
@@ -26,7 +28,8 @@ class SandboxSettings(BaseSettings):
     )
     provider: Literal["bubblewrap"] = Field(
         default="bubblewrap",
-        description="Sandbox provider. `bubblewrap`: local namespaces + cgroups (needs root).",
+        description="Sandbox provider. `bubblewrap`: local namespaces + cgroups or rlimits (root or rootless; "
+        "see the README's sandbox hosts).",
     )
     bwrap_path: str = Field(
         default="bwrap", description="The bubblewrap executable (name on PATH or absolute path)."
@@ -46,7 +49,18 @@ class SandboxSettings(BaseSettings):
     )
     cgroup_parent: str = Field(
         default="spindle-sandbox",
-        description="cgroup (v1) under each controller's root in which session cgroups are made.",
+        description="cgroup in which session cgroups are made: under each v1 controller's root, or under the "
+        "cgroup v2 base (see `CGROUP_V2_PATH`).",
+    )
+    limits: Literal["auto", "cgroup_v1", "cgroup_v2", "rlimits"] = Field(
+        default="auto",
+        description="How session limits are enforced. `auto`: cgroup v1 (root only), else cgroup v2, else "
+        "rlimits, and the start-up line says which limits hold; naming one means that one or no code runs.",
+    )
+    cgroup_v2_path: str = Field(
+        default="",
+        description="cgroup v2 base, relative to the cgroup2 mount, delegated to Spindle. Empty: the mount's "
+        "root when the server is root, else the server's own cgroup (systemd `Delegate=yes`).",
     )
     uid_base: int = Field(
         default=2_100_000_000,
@@ -111,6 +125,16 @@ class SandboxSettings(BaseSettings):
         description="Bytes of Code Interpreter output Files (purpose `assistants_output`) a project may hold, "
         "MiB; past it no more are made until some are deleted.",
     )
+
+    @field_validator("uid_base")
+    @classmethod
+    def _uid_range_fits(cls, value: int) -> int:
+        # bubblewrap writes uid maps as signed ints: a uid past 2^31 - 1 fails every session
+        # ("setting up uid map: Invalid argument"), so say it at start instead.
+        if not 1000 <= value <= _MAX_UID_BASE:
+            raise ValueError(f"must be between 1000 and {_MAX_UID_BASE} (the range of {UID_RANGE} uids must "
+                             "stay below 2^31)")
+        return value
 
     def total_memory_bytes(self) -> int:
         """The limit for all sessions together (0 = none), with the automatic default resolved."""
