@@ -48,10 +48,16 @@ def sandbox_uid_base() -> int:
     return int(os.environ.get("SPINDLE_TEST_SANDBOX_UID_BASE", "2000000000"))
 
 
+def sandbox_work_dir(tag: str) -> Path:
+    # SPINDLE_TEST_SANDBOX_WORK_DIR: rootless runs cannot write /run (scripts/run_rootless.sh).
+    base = os.environ.get("SPINDLE_TEST_SANDBOX_WORK_DIR")
+    return Path(base) / tag if base else Path("/run") / tag
+
+
 def sandbox_env(suffix: str = "", uid_offset: int = 0) -> dict[str, str]:
     """The SPINDLE_SANDBOX_* variables a test server needs, apart from other runs (see sandbox_settings)."""
     tag = sandbox_tag() + suffix
-    return {"SPINDLE_SANDBOX_WORK_DIR": f"/run/{tag}", "SPINDLE_SANDBOX_CGROUP_PARENT": tag,
+    return {"SPINDLE_SANDBOX_WORK_DIR": str(sandbox_work_dir(tag)), "SPINDLE_SANDBOX_CGROUP_PARENT": tag,
             "SPINDLE_SANDBOX_UID_BASE": str(sandbox_uid_base() + uid_offset)}
 
 
@@ -59,7 +65,7 @@ def sandbox_settings(**overrides: Any) -> SandboxSettings:
     # SPINDLE_TEST_SANDBOX_TAG (a short name) and SPINDLE_TEST_SANDBOX_UID_BASE keep two
     # sandbox test runs on one machine apart: own work dir, cgroup parent and uid range.
     values: dict[str, Any] = {
-        "work_dir": Path("/run") / sandbox_tag(),
+        "work_dir": sandbox_work_dir(sandbox_tag()),
         "cgroup_parent": sandbox_tag(),
         "uid_base": sandbox_uid_base(),
         "pool_size": 1,

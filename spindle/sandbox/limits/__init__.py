@@ -14,8 +14,17 @@ from spindle.sandbox.limits.rlimits import RlimitsOnly
 from spindle.sandbox.limits.v1 import CgroupV1
 from spindle.sandbox.limits.v2 import CgroupV2
 
-__all__ = ["CgroupV1", "CgroupV2", "Limits", "LimitsBackend", "Rlimits", "RlimitsOnly", "SessionLimits",
-           "select_backend", "describe"]
+__all__ = [
+    "CgroupV1",
+    "CgroupV2",
+    "Limits",
+    "LimitsBackend",
+    "Rlimits",
+    "RlimitsOnly",
+    "SessionLimits",
+    "select_backend",
+    "describe",
+]
 
 _ORDER = {
     "auto": ("cgroup_v1", "cgroup_v2", "rlimits"),
@@ -26,8 +35,15 @@ _ORDER = {
 
 
 def _make(
-    kind: str, *, parent: str, instance: str, instance_dir: Path, total_memory: int, v2_path: str,
-    root: bool, server_procs: int,
+    kind: str,
+    *,
+    parent: str,
+    instance: str,
+    instance_dir: Path,
+    total_memory: int,
+    v2_path: str,
+    root: bool,
+    server_procs: int,
 ) -> LimitsBackend:
     if kind == "cgroup_v1":
         return CgroupV1(parent, instance, total_memory)
@@ -37,8 +53,15 @@ def _make(
 
 
 def select_backend(
-    choice: str, *, parent: str, instance: str, instance_dir: Path, total_memory: int, v2_path: str,
-    root: bool, server_procs: int = 0,
+    choice: str,
+    *,
+    parent: str,
+    instance: str,
+    instance_dir: Path,
+    total_memory: int,
+    v2_path: str,
+    root: bool,
+    server_procs: int = 0,
 ) -> tuple[LimitsBackend, list[str]]:
     """Set up the first backend of ``choice`` that works; also returns why the others did not.
 
@@ -50,8 +73,14 @@ def select_backend(
     skipped: list[str] = []
     for kind in kinds:
         backend = _make(
-            kind, parent=parent, instance=instance, instance_dir=instance_dir, total_memory=total_memory,
-            v2_path=v2_path, root=root, server_procs=server_procs,
+            kind,
+            parent=parent,
+            instance=instance,
+            instance_dir=instance_dir,
+            total_memory=total_memory,
+            v2_path=v2_path,
+            root=root,
+            server_procs=server_procs,
         )
         try:
             backend.setup()

@@ -43,7 +43,10 @@ def _process_table() -> dict[int, tuple[int, str, int]]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{entry}/stat", encoding="ascii") as fh:
+        with (
+            contextlib.suppress(OSError, ValueError, IndexError),
+            open(f"/proc/{entry}/stat", encoding="ascii") as fh,
+        ):
             # The command name may contain spaces and parentheses: the fields follow the last ")".
             fields = fh.read().rsplit(")", 1)[1].split()
             table[int(entry)] = (int(fields[1]), fields[0], int(fields[19]))
