@@ -12,6 +12,7 @@ if ! command -v linux.uml >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q user-mode-linux >/dev/null || {
     echo "cannot install user-mode-linux"; exit 1; }
 fi
+# Kernel parameters are split at spaces: the guest gets the test list comma-separated.
 # All isolation tests, the channel attacks and the limits; a few session tests (the guest has one
 # slow CPU: everything runs through ptrace).
 TESTS="${*:-tests/sandbox/test_sandbox_isolation.py tests/security/test_sandbox_channel.py tests/sandbox/test_sandbox_limits.py tests/sandbox/test_hosts.py}"
@@ -25,7 +26,7 @@ timeout "${SPINDLE_UML_TIMEOUT:-900}" /usr/bin/python3 scripts/uml_exec.py /usr/
   mem="${SPINDLE_UML_MEM:-3G}" root=/dev/root rootflags=/ rootfstype=hostfs rw \
   init="$REPO/scripts/uml_init.sh" con=null con0=null,fd:1 \
   SPINDLE_UML_REPO="$REPO" SPINDLE_UML_RESULT="$out/result" SPINDLE_UML_LOG="$out/guest.log" \
-  SPINDLE_UML_TESTS="$TESTS" SPINDLE_UML_STAGE_TIMEOUT="${SPINDLE_UML_STAGE_TIMEOUT:-360}" \
+  SPINDLE_UML_TESTS="${TESTS// /,}" SPINDLE_UML_STAGE_TIMEOUT="${SPINDLE_UML_STAGE_TIMEOUT:-360}" \
   > "$out/console.log" 2>&1 < /dev/null
 rc=$?
 grep -E "passed|failed|error" "$out/guest.log" | grep -E "^=+ |[0-9]+ (passed|failed)" || true

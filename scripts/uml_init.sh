@@ -5,6 +5,13 @@
 # user with a delegated cgroup subtree, and writes one "stage rc" line per run to
 # $SPINDLE_UML_RESULT. Always powers off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# The guest cannot switch AVX state (scripts/uml_exec.py): glibc must use its SSE string
+# functions from the first process on, this shell included.
+tunables=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-AVX2,-AVX,-AVX_Fast_Unaligned_Load,-ERMS,-FMA
+if [ "${GLIBC_TUNABLES:-}" != "$tunables" ]; then
+  export GLIBC_TUNABLES="$tunables"
+  exec /bin/bash "$0" "$@"
+fi
 result="${SPINDLE_UML_RESULT:?}"
 log="${SPINDLE_UML_LOG:?}"
 finish() { sync; echo o > /proc/sysrq-trigger 2>/dev/null; halt -f; }
@@ -28,29 +35,35 @@ set +x
 echo "guest: $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 grep cgroup /proc/self/mounts
 cd "${SPINDLE_UML_REPO:?}"
-# shellcheck disable=SC2206
-tests=(${SPINDLE_UML_TESTS:?})
+IFS=, read -ra tests <<< "${SPINDLE_UML_TESTS:?}"
 uid="${SPINDLE_UML_UID:-2146000000}"
 export SPINDLE_TEST_SANDBOX_TAG=spx-uml SPINDLE_TEST_SANDBOX_UID_BASE=2130000000
 export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
-# The guest cannot switch AVX state (scripts/uml_exec.py): glibc, numpy, OpenBLAS and Arrow
-# are told to use SSE code only, here and, through a wrapper, inside the sandbox (whose
-# environment is otherwise built from scratch).
-simd_env='GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-AVX2,-AVX,-AVX_Fast_Unaligned_Load,-ERMS,-FMA
+# Likewise numpy, OpenBLAS and Arrow, here and, through wrappers, in bubblewrap and inside
+# the sandbox (whose environment is otherwise built from scratch).
+simd_env="GLIBC_TUNABLES=$tunables"'
 NPY_DISABLE_CPU_FEATURES=AVX512_SPR AVX512_ICL AVX512_CNL AVX512_CLX AVX512_SKX AVX512F AVX512CD X86_V4 AVX2 FMA3 F16C AVX X86_V3
 OPENBLAS_CORETYPE=NEHALEM
 ARROW_USER_SIMD_LEVEL=NONE'
 while IFS= read -r line; do export "$line"; done <<< "$simd_env"
 sandbox_python="${SPINDLE_UML_SANDBOX_PYTHON:-/opt/spindle-sandbox/venv/bin/python}"
-mkdir -p /tmp/uml-python/bin
-{
-  echo '#!/bin/sh'
-  while IFS= read -r line; do printf "export '%s'\n" "$line"; done <<< "$simd_env"
-  echo "exec $sandbox_python \"\$@\""
-} > /tmp/uml-python/bin/python
-chmod 0755 /tmp/uml-python /tmp/uml-python/bin /tmp/uml-python/bin/python
-cat /tmp/uml-python/bin/python
-export SPINDLE_SANDBOX_PYTHON=/tmp/uml-python/bin/python
+# Wrappers that set the same variables for bubblewrap (the launcher gives it only PATH) and
+# for the sandbox's Python (bubblewrap clears the environment). Under /run: the sandbox gets
+# its own /tmp.
+wrappers=/run/uml-sandbox
+mkdir -p "$wrappers/bin"
+wrapper() {  # NAME TARGET
+  {
+    echo '#!/bin/sh'
+    while IFS= read -r line; do printf "export '%s'\n" "$line"; done <<< "$simd_env"
+    echo "exec $2 \"\$@\""
+  } > "$wrappers/bin/$1"
+  chmod 0755 "$wrappers/bin/$1"
+}
+wrapper python "$sandbox_python"
+wrapper bwrap /usr/bin/bwrap
+chmod 0755 "$wrappers" "$wrappers/bin"
+export SPINDLE_SANDBOX_PYTHON="$wrappers/bin/python" SPINDLE_SANDBOX_BWRAP_PATH="$wrappers/bin/bwrap"
 export SPINDLE_SANDBOX_EXTRA_RO_BINDS="$(dirname "$(dirname "$sandbox_python")")"
 # One slow CPU: no preload (each session would spend ~10 s importing the data stack).
 export SPINDLE_SANDBOX_PRELOAD=
