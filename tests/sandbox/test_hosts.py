@@ -170,13 +170,16 @@ class _Server:
         return self._read(180)
 
     def stop(self) -> None:
-        if self.proc.poll() is None and self.proc.stdin is not None:
+        """EOF on stdin: the server shuts down cleanly (or is killed after a minute)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if not self.proc.stdin.closed:
             self.proc.stdin.close()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
 
 
 MARK = "import os, socket; open('/mnt/data/mine.txt', 'w').write('{name}'); print(sorted(os.listdir('/mnt/data')))"
@@ -202,7 +205,7 @@ def test_two_servers_side_by_side_each_running_code() -> None:
         # One server dies (kill -9): the other keeps working, and the next one to start
         # removes what the dead one left (processes, directories, cgroups).
         a.proc.kill()
-        a.proc.wait()
+        a.stop()
         again = b.run("t1", "print(open('/mnt/data/mine.txt').read())")
         assert again["status"] == "ok" and again["out"].strip() == "b"
         third = _Server(env)
