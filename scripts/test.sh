@@ -2,6 +2,7 @@
 # Sets up everything, then runs both test tiers:
 #   1. in-process tests (real app, real SQLite, real sandbox and index, scripted upstream),
 #      and the API part of them again on PostgreSQL
+#   then the sandbox in its other modes (rlimits, rootless, cgroup v2 in a user-mode Linux guest)
 #   2. end-to-end tests: the real server driven by the official SDK 3.x, 1.40.x and 1.20.0 and
 #      the azure-ai-agents SDK, and once more (SDK 3.x) with the servers on PostgreSQL + S3
 # Exits non-zero when anything fails; ends with one "N passed, N failed" line.
@@ -23,6 +24,14 @@ status=0
 SPINDLE_TEST_BACKENDS=postgres+s3 .venv/bin/python -m pytest tests/unit tests/security/test_concurrency.py \
   tests/security/test_counters.py tests/retrieval/test_api.py tests/retrieval/test_tool.py \
   tests/retrieval/test_forced_search.py -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/postgres.log" || status=1
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+# The sandbox in its other modes: rlimits only and rootless on this machine, then cgroup v2 as
+# root and rootless (delegated subtree) in a user-mode Linux guest that mounts only cgroup v2.
+echo "=== sandbox: rlimits and rootless (scripts/test_sandbox_modes.sh)"
+bash scripts/test_sandbox_modes.sh 2>&1 | tee "$LOG_DIR/sandbox-modes.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+echo "=== sandbox: cgroup v2 guest (scripts/test_cgroup_v2.sh)"
+bash scripts/test_cgroup_v2.sh 2>&1 | tee "$LOG_DIR/cgroup-v2.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 bash scripts/run_e2e.sh -q "$@" 2>&1 | tee "$LOG_DIR/e2e.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

@@ -45,7 +45,8 @@ class SandboxSettings(BaseSettings):
     )
     work_dir: Path = Field(
         default=Path("/run/spindle-sandbox"),
-        description="Host directory holding one size-limited tmpfs per session (its /mnt/data, /tmp and kernel sockets).",
+        description="Host directory holding one size-limited tmpfs per session (its /mnt/data, /tmp and kernel "
+        "sockets). Rootless: plain directories, and the default becomes `$XDG_RUNTIME_DIR/spindle-sandbox`.",
     )
     cgroup_parent: str = Field(
         default="spindle-sandbox",
@@ -64,7 +65,8 @@ class SandboxSettings(BaseSettings):
     )
     uid_base: int = Field(
         default=2_100_000_000,
-        description="First host uid of the range used for sessions (one uid per session slot; no passwd entry needed).",
+        description="First host uid of the range used for sessions (65536 uids, no passwd entries needed; "
+        "the range must end below 2^31). Locked host-wide in /run/spindle-sandbox-uids. Root only.",
     )
     max_sessions: int = Field(
         default=32, description="Sessions alive at once in this process (pool included)."

@@ -91,6 +91,40 @@ def test_the_sessions_processes_carry_its_limits(manager: SessionManager, sessio
                 assert f"/{ts.session.id}\n" in cgroups  # type: ignore[attr-defined]
 
 
+FORK_UNTIL_REFUSED = """
+import os, time
+children = []
+try:
+    for _ in range(10 * %d):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        children.append(pid)
+    print('never refused', len(children))
+except OSError as exc:
+    print('refused', exc.errno, len(children))
+finally:
+    for pid in children:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+"""
+
+
+def test_the_process_limit_holds_and_is_reported(manager: SessionManager, session: Runner) -> None:
+    # Unlike the fork bomb test, no time limit: a slow guest (user-mode Linux) forks slowly.
+    result = session.py(FORK_UNTIL_REFUSED % PIDS_MAX, timeout=120)
+    assert result.status == "ok", result
+    words = "".join(getattr(o, "text", "") for o in result.outputs).split()
+    assert words[0] == "refused" and words[1] == "11", words  # EAGAIN
+    backend = _provider(manager).cgroups.backend  # type: ignore[union-attr]
+    if isinstance(backend, RlimitsOnly):
+        assert int(words[2]) < backend._nproc(_provider(manager).limits)
+    else:  # the kernel and its threads count too
+        assert int(words[2]) < PIDS_MAX
+        assert result.note and f"limit of {PIDS_MAX} processes" in result.note, result
+
+
 def _unavailable_backend() -> str:
     """A limits backend this host cannot provide (the test below names it)."""
     mount = find_v2_mount()
