@@ -293,9 +293,12 @@ class BubblewrapProvider(SandboxProvider):
             os.close(args_write)
             args_write = -1
             assert session.cgroup is not None and self.cgroups is not None
+            rlimits = self.cgroups.backend.rlimits(self.limits)
+            if not self.root:  # no tmpfs per session: at least each file is bounded
+                rlimits.values["fsize"] = self.limits.disk_bytes
             argv = bwrap.launcher_argv(
                 session.cgroup.join_files,
-                self.cgroups.backend.rlimits(self.limits).prlimit_args(),
+                rlimits.prlimit_args(),
                 [self._bwrap, "--args", str(args_read), *command],
                 # As root the launcher joins the cgroups first and then drops to the session uid.
                 run_as=session.uid if self.root else None,

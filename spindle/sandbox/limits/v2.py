@@ -129,7 +129,13 @@ class CgroupV2(LimitsBackend):
             return mount / self._base_setting.strip("/")
         if os.geteuid() == 0:
             return mount
-        return mount / own_cgroup().lstrip("/")
+        own = mount / own_cgroup().lstrip("/")
+        # Another instance already moved us (or our parent) into the base's server leaf.
+        return own.parent if own.name == self.server_leaf else own
+
+    @property
+    def server_leaf(self) -> str:
+        return f"{self._parent_name}-server"
 
     def setup(self) -> None:
         mount = self._mount or find_v2_mount()
@@ -176,7 +182,7 @@ class CgroupV2(LimitsBackend):
 
     def _evacuate(self, base: Path) -> None:
         """Move the processes of ``base`` (this server among them) into a leaf of their own."""
-        leaf = base / f"{self._parent_name}-server"
+        leaf = base / self.server_leaf
         leaf.mkdir(exist_ok=True)
         for _ in range(10):  # processes may fork meanwhile
             pids = (base / "cgroup.procs").read_text().split()
