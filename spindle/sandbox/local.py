@@ -174,6 +174,7 @@ class BubblewrapProvider(SandboxProvider):
             v2_path=self.settings.cgroup_v2_path,
             root=self.root,
             server_procs=_processes_of_uid(os.getuid()),
+            max_sessions=self.settings.max_sessions,
         )
         self.cgroups = _SessionLimitsFactory(backend, self.limits)
         self.limits_line = describe(backend, self.limits, root=self.root, disk_limited=self.root, skipped=skipped)

@@ -44,12 +44,15 @@ def _make(
     v2_path: str,
     root: bool,
     server_procs: int,
+    max_sessions: int,
 ) -> LimitsBackend:
     if kind == "cgroup_v1":
         return CgroupV1(parent, instance, total_memory)
     if kind == "cgroup_v2":
         return CgroupV2(parent, instance, total_memory, base=v2_path)
-    return RlimitsOnly(instance_dir, separate_uids=root, server_uid_procs=server_procs)
+    return RlimitsOnly(
+        instance_dir, separate_uids=root, server_uid_procs=server_procs, max_sessions=max_sessions
+    )
 
 
 def select_backend(
@@ -62,6 +65,7 @@ def select_backend(
     v2_path: str,
     root: bool,
     server_procs: int = 0,
+    max_sessions: int = 1,
 ) -> tuple[LimitsBackend, list[str]]:
     """Set up the first backend of ``choice`` that works; also returns why the others did not.
 
@@ -81,6 +85,7 @@ def select_backend(
             v2_path=v2_path,
             root=root,
             server_procs=server_procs,
+            max_sessions=max_sessions,
         )
         try:
             backend.setup()

@@ -115,10 +115,13 @@ class SessionRlimits(SessionLimits):
 class RlimitsOnly(LimitsBackend):
     name = "rlimits"
 
-    def __init__(self, state_dir: Path, *, separate_uids: bool, server_uid_procs: int = 0) -> None:
+    def __init__(
+        self, state_dir: Path, *, separate_uids: bool, server_uid_procs: int = 0, max_sessions: int = 1
+    ) -> None:
         self._dir = state_dir
         self._separate_uids = separate_uids
         self._server_procs = server_uid_procs
+        self._sessions = max_sessions
 
     def setup(self) -> None:
         pass  # nothing to create: the pid files live in the instance directory
@@ -127,9 +130,12 @@ class RlimitsOnly(LimitsBackend):
         return SessionRlimits(self._dir / f".{name}.pid")
 
     def _nproc(self, limits: Limits) -> int:
-        # Counted per host uid: exact with a uid per session; otherwise all sessions and the
-        # server share one count, which the server's own processes already use part of.
-        return limits.pids_max if self._separate_uids else limits.pids_max + self._server_procs
+        # Counted per host uid: exact with a uid per session. Otherwise the server and all its
+        # sessions share one count, so it must leave room for every session at its maximum:
+        # it bounds them together, and one session can use up what the others would have.
+        if self._separate_uids:
+            return limits.pids_max
+        return self._server_procs + self._sessions * limits.pids_max
 
     def rlimits(self, limits: Limits) -> Rlimits:
         limit = super().rlimits(limits)
@@ -144,7 +150,9 @@ class RlimitsOnly(LimitsBackend):
         return limit
 
     def enforced(self, limits: Limits) -> list[str]:
-        scope = "per session uid" if self._separate_uids else "shared by all sessions and the server's uid"
+        scope = (
+            "per session uid" if self._separate_uids else "for all sessions and the server together (one uid)"
+        )
         return [
             f"memory {limits.memory_bytes // _MIB} MiB per process (RLIMIT_DATA; RLIMIT_AS "
             f"{(limits.memory_bytes + _AS_HEADROOM) // _MIB} MiB)",
