@@ -7,7 +7,7 @@
 #     $SANDBOX_VENV (default /opt/spindle-sandbox/venv) with the data-science stack and ipykernel.
 #     It is separate from the server's venv on purpose: the sandbox bind-mounts it read-only,
 #     it must be readable by the unprivileged sandbox uids, and it must not contain the server;
-#   * the parent cgroups for the sandboxes (recreated at every server start anyway).
+#   * the parent cgroups for the sandboxes on a cgroup v1 host (recreated at every server start anyway).
 # Nothing here needs the repository except this file; REPO is only used to report paths.
 set -euo pipefail
 
@@ -48,7 +48,8 @@ fi
 "$SANDBOX_VENV/bin/python" -m compileall -q -j 0 "$SANDBOX_VENV/lib" >/dev/null 2>&1 || true
 chmod -R a+rX "$SANDBOX_HOME"
 
-# cgroup v1 controllers the local provider uses; the server creates its own children at start.
+# Limits: cgroup v1 (parents made here; the server makes its own children at start), else
+# cgroup v2, else rlimits only. The server's start-up line says which limits hold.
 missing=0
 for ctl in memory pids cpu; do
   mnt="$(awk -v c="$ctl" '$3 == "cgroup" && ("," $4 ",") ~ ("," c ",") {print $2; exit}' /proc/self/mounts)"
@@ -56,13 +57,16 @@ for ctl in memory pids cpu; do
     mkdir -p "$mnt/spindle-sandbox"
   else
     missing=1
-    echo "warning: the cgroup v1 '$ctl' controller is not mounted; the sandbox will refuse to start" >&2
   fi
 done
-if ((missing)) && [[ "$(stat -fc %T /sys/fs/cgroup)" == "cgroup2fs" ]]; then
-  echo "warning: this host uses the unified cgroup v2 hierarchy only. The local sandbox needs the" \
-       "v1 memory, pids and cpu controllers: boot with 'systemd.unified_cgroup_hierarchy=0' (see" \
-       "docs/sandbox.md, 'cgroup v2 hosts')." >&2
+if ((missing)); then
+  if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    echo "cgroup v2 host: the sandbox limits sessions with memory.max, pids.max and cpu.max" \
+         "(docs/sandbox.md, 'Hosts and modes')"
+  else
+    echo "warning: no cgroup v1 controllers and no cgroup v2 memory controller here: the sandbox" \
+         "will run with rlimits only and log which limits are missing (docs/sandbox.md, 'Hosts and modes')" >&2
+  fi
 fi
 
 # A quick end-to-end check that a user namespace can be created by an unprivileged uid.
