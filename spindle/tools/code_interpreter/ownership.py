@@ -58,8 +58,9 @@ class SessionOwnership:
         Returns True when a session of this thread elsewhere had run code (its state is lost)."""
         previous = await self.row(project, thread_id)
         lost = previous is not None and previous.get("owner") != self.owner and bool(previous.get("executed"))
-        log.info("code_interpreter: thread %s gets a session here%s", thread_id,
-                 f" (its session in {previous.get('owner')} is lost)" if lost else "")
+        if lost and previous is not None:
+            log.info("code_interpreter: thread %s gets a new session here; its session in %s is lost",
+                     thread_id, previous.get("owner"))
         row = {"id": thread_id, "object": KIND, "owner": self.owner, "lease_until": time.time() + self.lease_s,
                "executed": False, "taken_at": time.time()}
         await self.store.write([Put(KIND, row, project, parent=thread_id)])
