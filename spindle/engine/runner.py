@@ -59,6 +59,10 @@ class RunEngine:
         if self.store.shared:
             self._affinity = asyncio.create_task(self._claim_own_threads_forever())
 
+    def begin_drain(self) -> None:
+        """Claim nothing new from now on (a SIGTERM arrived); what executes here goes on."""
+        self._draining = True
+
     async def stop(self, drain_s: float = 0.0) -> None:
         """Drain, then stop: nothing new is claimed or launched here; runs executing get up to
         ``drain_s`` to finish (their leases are still renewed); runs still waiting for a slot
@@ -249,6 +253,8 @@ class RunEngine:
         """Settle runs no live process is executing: claim queued ones, fail mid-turn ones,
         finish cancels. ``trust_leases=False`` (start-up with a store of our own): every
         active run found belongs to a process that is gone."""
+        if self._draining:
+            return  # leaving: the others settle what is orphaned
         for run in await self.store.scan("run", {"status": ["queued", "in_progress", "cancelling"]}):
             if run["id"] in self._tasks:
                 continue  # ours, and running

@@ -320,6 +320,7 @@ class SpindleServer:
         port: int | None = None,
         log_path: Path | None = None,
         processes: int | None = None,
+        balanced: bool | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -333,11 +334,13 @@ class SpindleServer:
         if self.processes > 1 and not self.env.get("SPINDLE_DATABASE_URL", "").startswith("postgres"):
             raise StartError(f"{self.processes} processes need one shared database: set "
                              "SPINDLE_TEST_BACKENDS=postgres+s3 (or pass SPINDLE_DATABASE_URL)")
-        # One port per process; with a single process it is the server's own port.
-        self.process_ports = [self.port] if self.processes == 1 else [free_port() for _ in range(self.processes)]
+        # Behind nginx: always with several processes, with one when asked (benchmarks compare).
+        balanced = self.processes > 1 if balanced is None else balanced
+        # One port per process; without a balancer it is the server's own port.
+        self.process_ports = [free_port() for _ in range(self.processes)] if balanced else [self.port]
         self.children: list[ChildProcess | None] = [None] * self.processes
         self.balancer: Balancer | None = None
-        if self.processes > 1:
+        if balanced:
             self.balancer = Balancer(self.process_ports, self.port, self.log_path.parent / f"{self.log_path.stem}-lb",
                                      self.log_path)
 
@@ -362,7 +365,7 @@ class SpindleServer:
     def process_data_dir(self, index: int) -> Path:
         return self.data_dir if index == 0 else self.data_dir.parent / f"{self.data_dir.name}-p{index}"
 
-    def start_process(self, index: int, timeout: float = 60.0) -> None:
+    def start_process(self, index: int, timeout: float = 60.0, wait: bool = True) -> None:
         port = self.process_ports[index]
         data_dir = self.process_data_dir(index)
         argv = [
@@ -376,12 +379,19 @@ class SpindleServer:
         child = ChildProcess(name, argv, env, self.log_path)
         self.children[index] = child
         child.start()
-        child.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout)
+        if wait:
+            child.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout)
 
     def start(self, timeout: float = 60.0) -> SpindleServer:
-        for index in range(self.processes):
-            if not (self.children[index] and self.children[index].alive):  # type: ignore[union-attr]
-                self.start_process(index, timeout)
+        # All at once, then wait for each: a loaded machine starts them in parallel.
+        started = [i for i in range(self.processes)
+                   if not (self.children[i] and self.children[i].alive)]  # type: ignore[union-attr]
+        for index in started:
+            self.start_process(index, timeout, wait=False)
+        for index in started:
+            child = self.children[index]
+            assert child is not None
+            child.wait_ready(f"http://127.0.0.1:{self.process_ports[index]}/healthz", timeout)
         if self.balancer is not None and not self.balancer.alive:
             self.balancer.start()
         return self
@@ -399,6 +409,11 @@ class SpindleServer:
         child = self.children[index]
         if child is not None:
             child.stop(timeout=120.0)
+
+    def restart_one(self, index: int, timeout: float = 120.0) -> None:
+        """SIGTERM one process, wait for its exit, start it again on the same port."""
+        self.stop_one(index)
+        self.start_process(index, timeout)
 
     def kill9(self) -> None:
         """Crash it: SIGKILL every process, no shutdown code runs (the balancer stays)."""

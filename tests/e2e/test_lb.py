@@ -18,7 +18,9 @@ import harness
 import httpx
 import pytest
 
-pytestmark = pytest.mark.min_sdk(2)  # one SDK is enough: this is about the server processes
+# One SDK is enough (this is about the server processes); starting three servers on a loaded
+# machine takes longer than the tier's default timeout.
+pytestmark = [pytest.mark.min_sdk(2), pytest.mark.timeout(600)]
 LEASE_S = 3.0
 
 
@@ -30,7 +32,7 @@ def cluster(upstream: harness.Upstream, tmp_path_factory: pytest.TempPathFactory
     server = harness.SpindleServer(root / "data", upstream=upstream, env=env, log_path=root / "spindle.log",
                                    processes=3)
     try:
-        server.start()
+        server.start(timeout=300)
     except harness.StartError as exc:
         pytest.fail(str(exc))
     yield server
@@ -40,7 +42,7 @@ def cluster(upstream: harness.Upstream, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture
 def client(cluster: harness.SpindleServer) -> Iterator[Any]:
     if not cluster.alive:
-        cluster.start()
+        cluster.start(timeout=300)
     with harness.make_client("openai", cluster.base_url) as c:
         yield c
 
@@ -173,4 +175,4 @@ def test_kill9_of_the_process_running_code_loses_nothing(cluster: harness.Spindl
     # nothing stuck: no run of these threads is still active
     for t, r in ((thread.id, sleeping.id), (waiting_thread.id, waiting.id)):
         assert client.beta.threads.runs.retrieve(r, thread_id=t).status in ("failed", "completed")
-    cluster.start()  # back to three for the next test
+    cluster.start(timeout=300)  # back to three for the next test

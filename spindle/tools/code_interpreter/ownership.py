@@ -3,7 +3,10 @@
 A session (a kernel with the thread's variables and /mnt/data) lives in one process's
 memory. With several processes on one database, a row per thread says who holds it:
 
-    {"id": <thread id>, "owner": <process id>, "lease_until": <unix time>, "executed": bool}
+    {"id": "<thread id>:code_interpreter_session", "thread_id": ..., "owner": <process id>,
+     "lease_until": <unix time>, "executed": bool}
+
+(object ids are unique across kinds, hence the suffix, as for the thread's active-run marker).
 
 * The run engine prefers the owner when it claims a run of that thread (affinity): the
   owner takes such runs at once, the others leave them queued for a moment first.
@@ -27,6 +30,12 @@ from typing import Any
 from spindle.store.base import Conflict, Delete, MetadataStore, Put, Update
 
 KIND = "code_interpreter_session"
+
+
+def row_id(thread_id: str) -> str:
+    return f"{thread_id}:{KIND}"
+
+
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +53,7 @@ class SessionOwnership:
                 and float(row.get("lease_until") or 0) > time.time())
 
     async def row(self, project: str, thread_id: str) -> dict[str, Any] | None:
-        return await self.store.get(KIND, thread_id, project)
+        return await self.store.get(KIND, row_id(thread_id), project)
 
     async def owner_of(self, project: str, thread_id: str) -> str | None:
         """The live owner of the thread's session (None: nobody, or its lease ran out)."""
@@ -61,7 +70,7 @@ class SessionOwnership:
         if lost and previous is not None:
             log.info("code_interpreter: thread %s gets a new session here; its session in %s is lost",
                      thread_id, previous.get("owner"))
-        row = {"id": thread_id, "object": KIND, "owner": self.owner, "lease_until": time.time() + self.lease_s,
+        row = {"id": row_id(thread_id), "object": KIND, "thread_id": thread_id, "owner": self.owner, "lease_until": time.time() + self.lease_s,
                "executed": False, "taken_at": time.time()}
         await self.store.write([Put(KIND, row, project, parent=thread_id)])
         self.held[f"{project}/{thread_id}"] = (project, thread_id)
@@ -70,7 +79,7 @@ class SessionOwnership:
     async def executed(self, project: str, thread_id: str) -> None:
         """The session ran code: losing it now loses state a later run must be told about."""
         try:
-            await self.store.write([Update(KIND, thread_id, fields={"executed": True},
+            await self.store.write([Update(KIND, row_id(thread_id), fields={"executed": True},
                                            expect={"owner": self.owner})])
         except Conflict:
             pass  # taken over meanwhile: the next call here notices (still_ours)
@@ -85,7 +94,7 @@ class SessionOwnership:
         lost: list[str] = []
         for key, (_project, thread_id) in list(self.held.items()):
             try:
-                await self.store.write([Update(KIND, thread_id, fields={"lease_until": time.time() + self.lease_s},
+                await self.store.write([Update(KIND, row_id(thread_id), fields={"lease_until": time.time() + self.lease_s},
                                                expect={"owner": self.owner})])
             except Conflict:
                 lost.append(key)
@@ -99,7 +108,7 @@ class SessionOwnership:
         if entry is None:
             return
         try:
-            await self.store.write([Update(KIND, entry[1], fields={"lease_until": 0}, expect={"owner": self.owner})])
+            await self.store.write([Update(KIND, row_id(entry[1]), fields={"lease_until": 0}, expect={"owner": self.owner})])
         except Conflict:
             pass
 
@@ -111,4 +120,4 @@ class SessionOwnership:
     async def forget(self, project: str, thread_id: str) -> None:
         """The thread was deleted: its row goes with it."""
         self.held.pop(f"{project}/{thread_id}", None)
-        await self.store.write([Delete(KIND, thread_id)])
+        await self.store.write([Delete(KIND, row_id(thread_id))])
