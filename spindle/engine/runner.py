@@ -46,6 +46,8 @@ class RunEngine:
         self._waiting = 0
         self._not_started: set[str] = set()  # launched here, still waiting for a slot
         self._draining = False
+        # Queued runs in the whole store at the last sweep (every process's): /metrics' queue depth.
+        self.queued_in_store = 0
         self.owner = leases.process_owner()
         self.lease_s = runtime.settings.server.run_lease_s
 
@@ -58,6 +60,10 @@ class RunEngine:
         self._heartbeat = asyncio.create_task(self._renew_forever())
         if self.store.shared:
             self._affinity = asyncio.create_task(self._claim_own_threads_forever())
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     def begin_drain(self) -> None:
         """Claim nothing new from now on (a SIGTERM arrived); what executes here goes on."""
@@ -253,9 +259,11 @@ class RunEngine:
         """Settle runs no live process is executing: claim queued ones, fail mid-turn ones,
         finish cancels. ``trust_leases=False`` (start-up with a store of our own): every
         active run found belongs to a process that is gone."""
+        active = await self.store.scan("run", {"status": ["queued", "in_progress", "cancelling"]})
+        self.queued_in_store = sum(1 for run in active if run["status"] == "queued")
         if self._draining:
             return  # leaving: the others settle what is orphaned
-        for run in await self.store.scan("run", {"status": ["queued", "in_progress", "cancelling"]}):
+        for run in active:
             if run["id"] in self._tasks:
                 continue  # ours, and running
             if trust_leases and leases.lease_alive(run):

@@ -144,7 +144,10 @@ def test_kill9_of_the_process_running_code_loses_nothing(cluster: harness.Spindl
                                           {"content": "never"}])
     client.beta.threads.messages.create(thread_id=thread.id, role="user", content="now sleep a while")
     sleeping = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=ci.id)
-    _wait(lambda: any("sleeping" in o for o in ci_outputs(client, thread.id, sleeping.id)), 30, "the code to sleep")
+    _wait(lambda: any(s.type == "tool_calls" and s.status == "in_progress" for s in
+                      client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=sleeping.id).data),
+          30, "the code to start")
+    time.sleep(2)  # the kernel is in time.sleep now (the step's logs are stored when the call ends)
     victim = _executing_process(cluster)
     cluster.kill9_one(victim)
     killed = time.monotonic()
@@ -169,9 +172,11 @@ def test_kill9_of_the_process_running_code_loses_nothing(cluster: harness.Spindl
     assert again.status == "completed", again.last_error
     (logs,) = ci_outputs(client, thread.id, again.id)
     assert "False a,b" in logs, logs
-    assert "session of this thread expired" in logs, logs  # the note, in the tool output
-    tool_message = [m for r in upstream.requests() for m in r["messages"] if m["role"] == "tool"]
-    assert any("session of this thread expired" in (m.get("content") or "") for m in tool_message)
+    # the note, in the tool output the model reads (and in its instructions), once
+    last = upstream.requests()[-1]["messages"]
+    (output,) = [m["content"] for m in last if m["role"] == "tool" and "False a,b" in (m.get("content") or "")]
+    assert "session of this thread expired" in output, output
+    assert "session of this thread expired" in last[0]["content"]
     # nothing stuck: no run of these threads is still active
     for t, r in ((thread.id, sleeping.id), (waiting_thread.id, waiting.id)):
         assert client.beta.threads.runs.retrieve(r, thread_id=t).status in ("failed", "completed")
