@@ -29,6 +29,7 @@ FIELDS = frozenset({OWNER, LEASE_UNTIL})
 # Below a third of the lease, so other processes' sweepers (which wait that long) come later.
 AFFINITY_WAIT_S = 2.0
 AFFINITY_POLL_S = 0.1
+AFFINITY_QUERIES_PER_S = 40  # the holder's look for queued runs of its threads (one query each)
 
 def _machine() -> str:
     """This machine and PID namespace: PIDs are comparable only within one of these (two

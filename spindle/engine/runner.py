@@ -149,21 +149,24 @@ class RunEngine:
 
     async def _claim_own_threads_forever(self) -> None:
         """Claim queued runs of threads whose Code Interpreter session lives here, at once
-        (the process that queued them waits for us, see ``_left_to_session_owner``)."""
+        (the process that queued them waits for us, see ``_left_to_session_owner``).
+
+        One small indexed query per held thread (runs by parent) per round, at most
+        ``AFFINITY_QUERIES_PER_S`` a second: with many sessions held, rounds get slower
+        (still well inside the others' wait) instead of loading the database."""
         while True:
-            await asyncio.sleep(leases.AFFINITY_POLL_S)
             sessions = self.runtime.extensions.get("code_interpreter_sessions")
             held = list(getattr(sessions, "held", {}).values())
-            if not held or self._draining:
+            await asyncio.sleep(max(leases.AFFINITY_POLL_S, len(held) / leases.AFFINITY_QUERIES_PER_S))
+            if self._draining:
                 continue
-            try:
-                for run in await self.store.scan("run", {"status": "queued",
-                                                         "thread_id": [thread for _p, thread in held]}):
-                    project = next((p for p, thread in held if thread == run["thread_id"]), None)
-                    if project is not None and run["id"] not in self._tasks:
-                        self.launch(run, project)
-            except Exception:
-                log.exception("claiming runs of this process's sessions failed")
+            for project, thread_id in held:
+                try:
+                    for run in await self.store.scan("run", {"status": "queued"}, parent=thread_id):
+                        if run["id"] not in self._tasks:
+                            self.launch(run, project)
+                except Exception:
+                    log.exception("claiming runs of thread %s (its session is here) failed", thread_id)
 
     async def _finish_cancel(self, run_id: str, project: str) -> None:
         fresh = await self.store.get("run", run_id, project)
