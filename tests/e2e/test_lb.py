@@ -8,6 +8,7 @@ process, and the thread gets a fresh session that says so, with its files copied
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ pytestmark = [
     pytest.mark.timeout(600),
     # Under a topology the whole tier already runs behind the balancer; this module builds its own.
     pytest.mark.skipif(harness.topology_processes() > 1, reason="runs in the single-process passes"),
+    # It brings its own PostgreSQL + S3: once per test.sh is enough (the SQLite pass).
+    pytest.mark.skipif(bool(os.environ.get("SPINDLE_TEST_BACKENDS")), reason="runs in the SQLite pass"),
 ]
 LEASE_S = 3.0
 

@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 pytestmark = [pytest.mark.min_sdk(2), pytest.mark.timeout(300),
-              pytest.mark.skipif(harness.topology_processes() > 1, reason="runs in the single-process passes")]
+              pytest.mark.skipif(harness.topology_processes() > 1, reason="runs in the single-process passes"),
+    # It brings its own PostgreSQL + S3: once per test.sh is enough (the SQLite pass).
+    pytest.mark.skipif(bool(os.environ.get("SPINDLE_TEST_BACKENDS")), reason="runs in the SQLite pass")]
 
 
 def _processes_answering(url: str, tries: int = 40) -> set[str]:
