@@ -4,7 +4,8 @@
 #      and the API part of them again on PostgreSQL
 #   then the sandbox in its other modes (rlimits, rootless, cgroup v2 in a user-mode Linux guest)
 #   2. end-to-end tests: the real server driven by the official SDK 3.x, 1.40.x and 1.20.0 and
-#      the azure-ai-agents SDK, and once more (SDK 3.x) with the servers on PostgreSQL + S3
+#      the azure-ai-agents SDK, once more (SDK 3.x) with the servers on PostgreSQL + S3, and once
+#      more (SDK 3.x) with three processes behind nginx on PostgreSQL + S3
 # Exits non-zero when anything fails; ends with one "N passed, N failed" line.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +40,13 @@ bash scripts/run_e2e.sh -q "$@" 2>&1 | tee "$LOG_DIR/e2e.log"
 echo "=== tests/e2e on PostgreSQL + S3 (.venv-sdk3)"
 SPINDLE_TEST_BACKENDS=postgres+s3 SPINDLE_PYTHON="$REPO/.venv/bin/python" .venv-sdk3/bin/python -m pytest tests/e2e \
   -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/e2e-postgres.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+# And with three processes behind nginx on PostgreSQL + S3 (current SDK only): every request may land on
+# any process (tests/e2e/harness.py, SPINDLE_TEST_TOPOLOGY); nginx comes from scripts/setup_lb.sh.
+echo "=== tests/e2e behind nginx, 3 processes on PostgreSQL + S3 (.venv-sdk3)"
+{ bash scripts/setup_lb.sh && SPINDLE_TEST_TOPOLOGY=lb3 SPINDLE_TEST_BACKENDS=postgres+s3 \
+  SPINDLE_PYTHON="$REPO/.venv/bin/python" .venv-sdk3/bin/python -m pytest tests/e2e -q -p no:cacheprovider "$@"; } 2>&1 \
+  | tee "$LOG_DIR/e2e-lb3.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
 # One closing line for the whole run, summed over every pytest session.

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or SPINDLE_HOST)")
     serve_cmd.add_argument("--port", type=int, default=None, help="port (default 8000 or SPINDLE_PORT)")
     serve_cmd.add_argument("--data-dir", type=Path, default=None, help="data directory (default ./spindle-data)")
+    serve_cmd.add_argument("--workers", type=int, default=1,
+                           help="server processes sharing the port on this host (needs PostgreSQL); default 1")
+    serve_cmd.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by --workers
     migrate_cmd = sub.add_parser("migrate", help="copy the metadata (and file bytes) to other backends, then verify")
     migrate_cmd.add_argument("--from", dest="source", default="",
                              help="database URL to copy from (default: the embedded SQLite of --data-dir)")
@@ -51,6 +54,20 @@ def main(argv: list[str] | None = None) -> int:
               "(comma-separated key or key:project) or bind to 127.0.0.1.", file=sys.stderr)
         return 2
 
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        from spindle import workers
+
+        refusal = workers.needs_shared_store(server.database_url)
+        if refusal:
+            print(refusal, file=sys.stderr)
+            return 2
+        passed = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
+        print(f"Spindle: {args.workers} workers on http://{server.host}:{server.port}", flush=True)
+        return workers.supervise(server.host, server.port, args.workers, passed)
+
     from spindle.api.connections import serve
     from spindle.app import create_app
     from spindle.llm.client import build_model
@@ -72,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'  OpenAI   : OpenAI(base_url="{url}/v1", api_key="<key>")')
     print(f'  Azure    : AzureOpenAI(azure_endpoint="{url}", api_key="<key>", api_version="2024-05-01-preview")',
           flush=True)
-    serve(create_app(settings), server)
+    serve(create_app(settings), server, fd=args.worker_fd)
     return 0
 
 

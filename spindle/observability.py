@@ -72,6 +72,13 @@ def runtime_gauges(runtime: Runtime) -> Callable[[], Iterable[Metric]]:
             for state, count in engine.counts().items():
                 runs.add_metric([state], count)
         yield runs
+        if engine is not None:
+            yield GaugeMetricFamily("spindle_runs_queued", "Queued runs in the store, all processes (as of the last "
+                                    "sweep, every lease/3 seconds)", value=float(engine.queued_in_store))
+        held = getattr(runtime.extensions.get("code_interpreter_sessions"), "held", None)
+        if isinstance(held, dict):
+            yield GaugeMetricFamily("spindle_code_interpreter_sessions_held", "Threads whose Code Interpreter "
+                                    "session this process holds (recorded in the store)", value=float(len(held)))
         stats = getattr(runtime.extensions.get("sandbox"), "stats", None)
         if callable(stats):
             sessions = GaugeMetricFamily("spindle_sandbox_sessions", "Code Interpreter sessions", labels=["state"])
@@ -139,6 +146,8 @@ async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
         except Exception as exc:  # reported, not raised: this is the answer
             checks[name] = f"{type(exc).__name__}: {exc}"[:300]
 
+    if runtime.engine is not None and runtime.engine.draining:
+        checks["accepting_work"] = "draining: this process is stopping (SIGTERM)"
     await check("metadata_store", lambda: runtime.store.get("readyz", "readyz", None))
     await check("blob_store", lambda: asyncio.to_thread(runtime.blobs.ready))
     sandbox = runtime.extensions.get("sandbox")

@@ -220,12 +220,29 @@ def protocol_for(guard: ConnectionGuard) -> type[GuardedHttpToolsProtocol]:
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"guard": guard})
 
 
-def serve(app: Any, server: ServerSettings) -> None:
-    """Run ``app`` with uvicorn and the guards above; returns when the server stops."""
+def serve(app: Any, server: ServerSettings, fd: int | None = None) -> None:
+    """Run ``app`` with uvicorn and the guards above; returns when the server stops. With
+    ``fd``, accept on that already bound socket (``spindle serve --workers``) instead."""
     open_files = raise_open_file_limit()
     guard = ConnectionGuard(header_timeout_s=server.http_header_timeout_s, body_timeout_s=server.http_body_timeout_s,
                             max_connections=connection_cap(server.http_max_connections, open_files))
     log.info("connections: at most %d open (open-file limit %d), headers within %g s, body pauses under %g s",
              guard.max_connections, open_files, guard.header_timeout_s, guard.body_timeout_s)
-    uvicorn.run(app, host=server.host, port=server.port, http=protocol_for(guard), log_level=server.log_level,
-                access_log=server.log_level == "debug", timeout_graceful_shutdown=5)
+    # Streams still open at SIGTERM get the drain timeout to end (their runs finish meanwhile:
+    # a rolling restart must not cut them), not uvicorn's default of waiting forever.
+    config = uvicorn.Config(app, host=server.host, port=server.port, http=protocol_for(guard),
+                            fd=fd, log_level=server.log_level, access_log=server.log_level == "debug",
+                            timeout_graceful_shutdown=max(5, int(server.drain_timeout_s)))
+    _DrainingServer(config).run()
+
+
+class _DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT the run engine stops claiming work at once, while uvicorn waits for
+    open streams (the engine's own drain comes after, in the app's shutdown)."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        runtime = getattr(getattr(self.config.app, "state", None), "runtime", None)
+        engine = getattr(runtime, "engine", None)
+        if engine is not None:
+            engine.begin_drain()
+        super().handle_exit(sig, frame)

@@ -20,7 +20,10 @@ router = APIRouter()
 async def healthz(request: Request) -> dict[str, Any]:
     runtime = runtime_of(request)
     stats = getattr(runtime.extensions.get("sandbox"), "stats", None)
-    return {"status": "ok", "model": runtime.model.describe(), "tools": sorted(runtime.tools),
+    engine = runtime.engine
+    # Which process answered (behind a balancer or with --workers, operators need to know).
+    return {"status": "ok", "process": engine.owner if engine is not None else None,
+            "model": runtime.model.describe(), "tools": sorted(runtime.tools),
             "tool_problems": runtime.extensions.get("tool_problems", {}),
             "sandbox_sessions": stats() if callable(stats) else None}
 

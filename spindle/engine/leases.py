@@ -24,6 +24,12 @@ OWNER = "_owner"
 LEASE_UNTIL = "_lease_until"
 QUEUED_AT = "_queued_at"
 FIELDS = frozenset({OWNER, LEASE_UNTIL})
+# Affinity: how long a process leaves a queued Code Interpreter run to the process holding the
+# thread's session before it takes the run itself (then the session starts fresh, and says so).
+# Below a third of the lease, so other processes' sweepers (which wait that long) come later.
+AFFINITY_WAIT_S = 2.0
+AFFINITY_POLL_S = 0.1
+AFFINITY_QUERIES_PER_S = 40  # the holder's look for queued runs of its threads (one query each)
 
 def _machine() -> str:
     """This machine and PID namespace: PIDs are comparable only within one of these (two
@@ -73,3 +79,11 @@ def lease_alive(run: dict[str, Any]) -> bool:
 def queued_for(run: dict[str, Any]) -> float:
     """Seconds since the run was (re)queued; long ago for runs written before this field."""
     return time.time() - float(run.get(QUEUED_AT) or 0)
+
+
+def affinity_wait(lease_s: float) -> float:
+    return min(AFFINITY_WAIT_S, lease_s / 6)
+
+
+def uses_code_interpreter(run: dict[str, Any]) -> bool:
+    return any(isinstance(t, dict) and t.get("type") == "code_interpreter" for t in run.get("tools") or [])

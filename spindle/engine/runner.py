@@ -2,7 +2,9 @@
 puts every run back on its feet after a restart.
 
 Executions are asyncio tasks in this process, bounded by ``max_concurrent_runs``; their
-state is in the store. At start, ``recover`` settles what a crash left behind: queued runs
+state is in the store. A run of a thread whose Code Interpreter session another live process
+holds is left to that process for a moment (affinity, ``leases.affinity_wait``): the holder
+claims queued runs of its threads as soon as it sees them. At start, ``recover`` settles what a crash left behind: queued runs
 are started again, runs that were mid-turn are failed with a clear ``last_error`` (their
 steps and messages closed), cancelling runs become cancelled. A sweeper expires runs that
 waited for tool outputs too long.
@@ -40,9 +42,12 @@ class RunEngine:
         self._limit = asyncio.Semaphore(runtime.settings.server.max_concurrent_runs)
         self._sweeper: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._affinity: asyncio.Task[None] | None = None
         self._waiting = 0
         self._not_started: set[str] = set()  # launched here, still waiting for a slot
         self._draining = False
+        # Queued runs in the whole store at the last sweep (every process's): /metrics' queue depth.
+        self.queued_in_store = 0
         self.owner = leases.process_owner()
         self.lease_s = runtime.settings.server.run_lease_s
 
@@ -53,6 +58,16 @@ class RunEngine:
         await self.recover(trust_leases=self.store.shared)
         self._sweeper = asyncio.create_task(self._sweep_forever())
         self._heartbeat = asyncio.create_task(self._renew_forever())
+        if self.store.shared:
+            self._affinity = asyncio.create_task(self._claim_own_threads_forever())
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def begin_drain(self) -> None:
+        """Claim nothing new from now on (a SIGTERM arrived); what executes here goes on."""
+        self._draining = True
 
     async def stop(self, drain_s: float = 0.0) -> None:
         """Drain, then stop: nothing new is claimed or launched here; runs executing get up to
@@ -62,8 +77,9 @@ class RunEngine:
         and is settled like after a crash (by another process once its lease runs out, or at
         the next start)."""
         self._draining = True
-        if self._sweeper:
-            self._sweeper.cancel()
+        for loop in (self._sweeper, self._affinity):
+            if loop:
+                loop.cancel()
         running = [t for run_id, t in self._tasks.items() if run_id not in self._not_started]
         if running and drain_s > 0:
             log.info("draining: waiting up to %g s for %d run(s) to finish", drain_s, len(running))
@@ -91,6 +107,8 @@ class RunEngine:
         self._waiting += 1
         self._not_started.add(run["id"])
         try:
+            if await self._left_to_session_owner(run, project):
+                return
             await self._limit.acquire()
         except asyncio.CancelledError:  # cancelled while waiting for a slot (or a shutdown)
             await asyncio.shield(self._finish_cancel(run["id"], project))
@@ -109,6 +127,46 @@ class RunEngine:
                 await Execution(self.runtime, fresh, project).execute()
         finally:
             self._limit.release()
+
+    async def _left_to_session_owner(self, run: dict[str, Any], project: str) -> bool:
+        """True when the process holding the thread's Code Interpreter session took the run
+        (we waited for it to); False: run it here."""
+        sessions = self.runtime.extensions.get("code_interpreter_sessions")
+        if sessions is None or not self.store.shared or not leases.uses_code_interpreter(run):
+            return False
+        try:
+            if not sessions.alive_elsewhere(await sessions.row(project, run["thread_id"])):
+                return False
+            deadline = time.monotonic() + leases.affinity_wait(self.lease_s)
+            while time.monotonic() < deadline:
+                await asyncio.sleep(leases.AFFINITY_POLL_S)
+                fresh = await self.store.get("run", run["id"], project)
+                if fresh is None or fresh["status"] != "queued":
+                    return True  # claimed by the owner (or cancelled, deleted): not ours
+        except Exception:  # affinity is an optimisation: never a reason not to run
+            log.exception("checking the session owner of run %s failed", run["id"])
+        return False
+
+    async def _claim_own_threads_forever(self) -> None:
+        """Claim queued runs of threads whose Code Interpreter session lives here, at once
+        (the process that queued them waits for us, see ``_left_to_session_owner``).
+
+        One small indexed query per held thread (runs by parent) per round, at most
+        ``AFFINITY_QUERIES_PER_S`` a second: with many sessions held, rounds get slower
+        (still well inside the others' wait) instead of loading the database."""
+        while True:
+            sessions = self.runtime.extensions.get("code_interpreter_sessions")
+            held = list(getattr(sessions, "held", {}).values())
+            await asyncio.sleep(max(leases.AFFINITY_POLL_S, len(held) / leases.AFFINITY_QUERIES_PER_S))
+            if self._draining:
+                continue
+            for project, thread_id in held:
+                try:
+                    for run in await self.store.scan("run", {"status": "queued"}, parent=thread_id):
+                        if run["id"] not in self._tasks:
+                            self.launch(run, project)
+                except Exception:
+                    log.exception("claiming runs of thread %s (its session is here) failed", thread_id)
 
     async def _finish_cancel(self, run_id: str, project: str) -> None:
         fresh = await self.store.get("run", run_id, project)
@@ -204,7 +262,11 @@ class RunEngine:
         """Settle runs no live process is executing: claim queued ones, fail mid-turn ones,
         finish cancels. ``trust_leases=False`` (start-up with a store of our own): every
         active run found belongs to a process that is gone."""
-        for run in await self.store.scan("run", {"status": ["queued", "in_progress", "cancelling"]}):
+        active = await self.store.scan("run", {"status": ["queued", "in_progress", "cancelling"]})
+        self.queued_in_store = sum(1 for run in active if run["status"] == "queued")
+        if self._draining:
+            return  # leaving: the others settle what is orphaned
+        for run in active:
             if run["id"] in self._tasks:
                 continue  # ours, and running
             if trust_leases and leases.lease_alive(run):

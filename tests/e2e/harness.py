@@ -201,8 +201,115 @@ class Upstream:
         httpx.post(f"{self.root_url}/_reset").raise_for_status()
 
 
+def topology_processes(topology: str | None = None) -> int:
+    """How many ``spindle serve`` processes one test server is: 1, or N for
+    ``SPINDLE_TEST_TOPOLOGY=lbN`` (N processes on one PostgreSQL + S3 behind nginx)."""
+    name = os.environ.get("SPINDLE_TEST_TOPOLOGY", "") if topology is None else topology
+    if not name:
+        return 1
+    match = re.fullmatch(r"lb([1-9])", name)
+    if not match:
+        raise ValueError(f"SPINDLE_TEST_TOPOLOGY={name!r}: expected lb1 .. lb9")
+    return int(match.group(1))
+
+
+def nginx_binary() -> str:
+    for candidate in (os.environ.get("SPINDLE_TEST_NGINX"), "/usr/sbin/nginx", "/usr/local/sbin/nginx"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise StartError("nginx is not installed: run scripts/setup_lb.sh (as root)")
+
+
+_NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {run}/nginx.pid;
+error_log {log} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/body;
+    proxy_temp_path {run}/proxy;
+    fastcgi_temp_path {run}/fastcgi;
+    uwsgi_temp_path {run}/uwsgi;
+    scgi_temp_path {run}/scgi;
+    # Spindle enforces its own body limits (and answers them with OpenAI's envelope).
+    client_max_body_size 0;
+    upstream spindle {{
+        # Round robin. A process that refuses a connection (stopped, killed) is skipped for
+        # a second; nginx OSS has no active health checks.
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://spindle;
+            proxy_http_version 1.1;
+            # No upstream keep-alive: a request sent on a kept-alive connection that a
+            # draining process is closing fails *after* it was sent, and nginx never retries
+            # a POST then (it would create a second run); a refused new connection is retried
+            # on the next process, which is what a rolling restart needs.
+            proxy_set_header Connection "close";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            # Server-sent events pass through as they are written.
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_cache off;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            proxy_connect_timeout 5s;
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"""
+
+
+class Balancer:
+    """nginx (Debian's package) round-robin in front of some ports, with its own config and
+    temp dir, in the foreground (a child of the test like the servers)."""
+
+    def __init__(self, ports: list[int], port: int, run_dir: Path, log_path: Path) -> None:
+        self.ports = ports
+        self.port = port
+        self.run_dir = run_dir
+        self.log_path = log_path
+        self.child: ChildProcess | None = None
+
+    def start(self, timeout: float = 20.0) -> Balancer:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=1s;" for p in self.ports)
+        # Workers as root only when the master is root: its temp dirs are in root's tmp.
+        user = "user root root;" if os.geteuid() == 0 else ""
+        conf = self.run_dir / "nginx.conf"
+        conf.write_text(_NGINX_CONF.format(user=user, run=self.run_dir, log=self.log_path, servers=servers,
+                                           port=self.port))
+        argv = [nginx_binary(), "-p", str(self.run_dir), "-e", str(self.log_path), "-c", str(conf)]
+        self.child = ChildProcess("nginx", argv, child_env(), self.log_path)
+        self.child.start()
+        self.child.wait_ready(f"http://127.0.0.1:{self.port}/healthz", timeout)
+        return self
+
+    def stop(self) -> None:
+        # nginx: SIGTERM = fast shutdown, SIGQUIT = graceful; streams are the servers' to end.
+        if self.child is not None:
+            self.child.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self.child is not None and self.child.alive
+
+
 class SpindleServer:
-    """``python -m spindle serve`` on a fixed port and data dir, which restarts keep."""
+    """``python -m spindle serve`` on a fixed port and data dir, which restarts keep.
+
+    With ``processes > 1`` (default from ``SPINDLE_TEST_TOPOLOGY=lbN``) it is N processes on
+    one PostgreSQL database and S3 bucket behind nginx; ``base_url``/``port`` are the
+    balancer's, every request may land on any process, and ``stop``/``kill9``/``restart``
+    act on all of them (``processes_``/``kill9_one`` reach one)."""
 
     def __init__(
         self,
@@ -212,50 +319,118 @@ class SpindleServer:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         log_path: Path | None = None,
+        processes: int | None = None,
+        balanced: bool | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.log_path = log_path or data_dir.parent / f"{data_dir.name}.log"
+        self.processes = topology_processes() if processes is None else processes
         self.env: dict[str, str] = {}
         if upstream is not None:
             self.env |= {"SPINDLE_LLM_BASE_URL": upstream.base_url, "SPINDLE_LLM_API_KEY": upstream.api_key}
         self.env |= backend_env()  # keeps its database and bucket across restarts
         self.env |= dict(env or {})
-        self.child: ChildProcess | None = None
+        if self.processes > 1 and not self.env.get("SPINDLE_DATABASE_URL", "").startswith("postgres"):
+            raise StartError(f"{self.processes} processes need one shared database: set "
+                             "SPINDLE_TEST_BACKENDS=postgres+s3 (or pass SPINDLE_DATABASE_URL)")
+        # Behind nginx: always with several processes, with one when asked (benchmarks compare).
+        balanced = self.processes > 1 if balanced is None else balanced
+        # One port per process; without a balancer it is the server's own port.
+        self.process_ports = [free_port() for _ in range(self.processes)] if balanced else [self.port]
+        self.children: list[ChildProcess | None] = [None] * self.processes
+        self.balancer: Balancer | None = None
+        if balanced:
+            self.balancer = Balancer(self.process_ports, self.port, self.log_path.parent / f"{self.log_path.stem}-lb",
+                                     self.log_path)
+
+    @property
+    def child(self) -> ChildProcess | None:
+        return self.children[0]
 
     @property
     def base_url(self) -> str:
         """The server root: ``OpenAI(base_url=base_url + "/v1")``, ``AzureOpenAI(azure_endpoint=base_url)``."""
         return f"http://127.0.0.1:{self.port}"
 
+    def process_url(self, index: int) -> str:
+        """One process's own address, past the balancer."""
+        return f"http://127.0.0.1:{self.process_ports[index]}"
+
     @property
     def alive(self) -> bool:
-        return self.child is not None and self.child.alive
+        processes = all(c is not None and c.alive for c in self.children)
+        return processes and (self.balancer is None or self.balancer.alive)
 
-    def start(self, timeout: float = 60.0) -> SpindleServer:
+    def process_data_dir(self, index: int) -> Path:
+        return self.data_dir if index == 0 else self.data_dir.parent / f"{self.data_dir.name}-p{index}"
+
+    def start_process(self, index: int, timeout: float = 60.0, wait: bool = True) -> None:
+        port = self.process_ports[index]
+        data_dir = self.process_data_dir(index)
         argv = [
             spindle_python(), "-m", "spindle", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
+            "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
         ]  # fmt: skip
-        env = child_env({"SPINDLE_DATA_DIR": str(self.data_dir), **self.env})
-        self.child = ChildProcess("spindle server", argv, env, self.log_path)
-        self.child.start()
-        self.child.wait_ready(self.base_url + "/healthz", timeout)
+        # The sandbox settings stay shared: processes on one host already keep apart (an
+        # instance dir and cgroup each under the work dir, host uids held by flock).
+        env = child_env({"SPINDLE_DATA_DIR": str(data_dir), **self.env})
+        name = "spindle server" if self.processes == 1 else f"spindle server p{index}"
+        child = ChildProcess(name, argv, env, self.log_path)
+        self.children[index] = child
+        child.start()
+        if wait:
+            child.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout)
+
+    def start(self, timeout: float = 60.0) -> SpindleServer:
+        # All at once, then wait for each: a loaded machine starts them in parallel.
+        started = [i for i in range(self.processes)
+                   if not (self.children[i] and self.children[i].alive)]  # type: ignore[union-attr]
+        for index in started:
+            self.start_process(index, timeout, wait=False)
+        for index in started:
+            child = self.children[index]
+            assert child is not None
+            child.wait_ready(f"http://127.0.0.1:{self.process_ports[index]}/healthz", timeout)
+        if self.balancer is not None and not self.balancer.alive:
+            self.balancer.start()
         return self
 
     def stop(self) -> None:
-        """Graceful stop (SIGTERM)."""
-        if self.child is not None:
-            self.child.stop()
+        """Graceful stop (SIGTERM) of every process, then the balancer."""
+        for child in self.children:
+            if child is not None:
+                child.stop()
+        if self.balancer is not None:
+            self.balancer.stop()
+
+    def stop_one(self, index: int) -> None:
+        """SIGTERM one process and wait for its exit (a rolling restart's step)."""
+        child = self.children[index]
+        if child is not None:
+            child.stop(timeout=120.0)
+
+    def restart_one(self, index: int, timeout: float = 120.0) -> None:
+        """SIGTERM one process, wait for its exit, start it again on the same port."""
+        self.stop_one(index)
+        self.start_process(index, timeout)
 
     def kill9(self) -> None:
-        """Crash it: SIGKILL, no shutdown code runs."""
-        if self.child is not None:
-            self.child.kill9()
+        """Crash it: SIGKILL every process, no shutdown code runs (the balancer stays)."""
+        for child in self.children:
+            if child is not None:
+                child.kill9()
+
+    def kill9_one(self, index: int) -> None:
+        child = self.children[index]
+        if child is not None:
+            child.kill9()
 
     def restart(self, env: Mapping[str, str] | None = None, timeout: float = 60.0) -> SpindleServer:
         """Stop if running, then start again on the same port and data dir (``env`` is merged in)."""
-        self.stop()
+        for child in self.children:
+            if child is not None:
+                child.stop()
         self.env |= dict(env or {})
         return self.start(timeout)
 
@@ -277,13 +452,15 @@ class SpindleServer:
 _BACKEND_SERVERS: dict[str, Any] = {}
 
 
-def backend_env() -> dict[str, str]:
-    """With ``SPINDLE_TEST_BACKENDS=postgres+s3``: settings giving a new server its own fresh
-    PostgreSQL database and S3 bucket, on throwaway servers started on first use."""
+def backend_env(backends: str | None = None) -> dict[str, str]:
+    """With ``SPINDLE_TEST_BACKENDS=postgres+s3`` (or ``backends``): settings giving a new
+    server its own fresh PostgreSQL database and S3 bucket, on throwaway servers started on
+    first use."""
     import secrets
     import sys
 
-    wanted = set(filter(None, os.environ.get("SPINDLE_TEST_BACKENDS", "").split("+")))
+    chosen = os.environ.get("SPINDLE_TEST_BACKENDS", "") if backends is None else backends
+    wanted = set(filter(None, chosen.split("+")))
     if not wanted:
         return {}
     sys.path.insert(0, str(REPO_ROOT))

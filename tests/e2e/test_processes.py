@@ -35,7 +35,7 @@ def pair(database: PostgresServer, upstream: harness.Upstream, tmp_path: Path) -
     url = database.create_database("p_" + tmp_path.name[-12:].replace("-", "_").lower())
     env = {"SPINDLE_DATABASE_URL": url, "SPINDLE_RUN_LEASE_S": str(LEASE_S), "SPINDLE_SANDBOX_ENABLED": "false",
            "SPINDLE_DRAIN_TIMEOUT_S": "8"}
-    servers = [harness.start_server(upstream, tmp_path / name, env, log_path=tmp_path / f"{name}.log")
+    servers = [harness.start_server(upstream, tmp_path / name, env, log_path=tmp_path / f"{name}.log", processes=1)
                for name in ("a", "b")]
     yield servers
     for server in servers:

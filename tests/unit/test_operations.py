@@ -68,3 +68,27 @@ def test_readyz_says_what_is_missing(http: TestClient) -> None:
     assert broken.status_code == 503 and broken.json()["ready"] is False
     assert http.get("/readyz").status_code == 200
     assert http.get("/healthz").json()["status"] == "ok"
+
+
+def test_queue_depth_and_draining(http: TestClient, client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    """A process told to stop is not ready (a balancer with health checks moves on) and
+    claims nothing; /metrics shows the store's queue as of the last sweep."""
+    engine = http.app.state.runtime.engine  # type: ignore[attr-defined]
+    upstream.script("wait in the queue", [{"content": "done"}])
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "wait in the queue"}])
+    assert http.get("/readyz").status_code == 200
+    engine.begin_drain()
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    http.portal.call(engine.recover, False)  # type: ignore[union-attr]  # a sweep, while draining
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "queued"
+    assert _metric(http.get("/metrics").text, "spindle_runs_queued") == 1
+    ready = http.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["accepting_work"].startswith("draining")
+    engine._draining = False  # as a restarted process would, it takes the queued run
+    http.portal.call(engine.recover, False)  # type: ignore[union-attr]
+    done = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=20)
+    assert done.status == "completed"
+    http.portal.call(engine.recover, False)  # type: ignore[union-attr]
+    assert _metric(http.get("/metrics").text, "spindle_runs_queued") == 0
+    assert http.get("/readyz").status_code == 200

@@ -9,7 +9,10 @@ tripped limits are outputs it can read; only an unusable sandbox fails the run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from spindle.errors import NotFoundError
@@ -20,11 +23,12 @@ from spindle.sandbox import (
     SessionFailed,
     SessionManager,
 )
-from spindle.sandbox.manager import Lease
+from spindle.sandbox.manager import Lease, ThreadSession
 from spindle.sandbox.settings import SandboxSettings
 from spindle.tools.base import BuiltinTool, RunContext, ToolCall, ToolCallSink, ToolResult, ToolUnavailable
 from spindle.tools.code_interpreter import links
 from spindle.tools.code_interpreter.arguments import BadArguments, parse_code, partial_code
+from spindle.tools.code_interpreter.ownership import SessionOwnership
 from spindle.tools.code_interpreter.quota import CallQuota, ProjectLocks
 from spindle.tools.code_interpreter.recorder import CallRecorder
 from spindle.tools.code_interpreter.render import cut_middle, model_output
@@ -73,11 +77,16 @@ def _file_ids(ctx: RunContext) -> list[str]:
 class CodeInterpreterTool(BuiltinTool):
     type: ClassVar[str] = "code_interpreter"
 
-    def __init__(self, runtime: Runtime, manager: SessionManager, settings: SandboxSettings) -> None:
+    def __init__(self, runtime: Runtime, manager: SessionManager, settings: SandboxSettings,
+                 ownership: SessionOwnership | None = None) -> None:
         self.runtime = runtime
         self.manager = manager
         self.settings = settings
+        self.ownership = ownership
         self._project_locks = ProjectLocks()
+        # key -> the local session recorded as this process's in the store (see ownership.py)
+        self._recorded: dict[str, ThreadSession] = {}
+        self._renewer: asyncio.Task[None] | None = None
 
     @staticmethod
     def _key(project: str, thread_id: str) -> str:
@@ -125,20 +134,44 @@ class CodeInterpreterTool(BuiltinTool):
 
     async def prepare(self, ctx: RunContext) -> None:
         try:
-            async with self.manager.lease(self._key(ctx.project, ctx.thread_id)) as lease:
+            async with self._lease(ctx) as lease:
                 await self._sync_inputs(ctx, lease)
         except SandboxUnavailable as exc:
             raise ToolUnavailable(str(exc)) from exc
         except (SandboxCapacityError, SessionFailed):
             return  # transient: the first call retries and, if it fails again, tells the model
 
+    @contextlib.asynccontextmanager
+    async def _lease(self, ctx: RunContext) -> AsyncIterator[Lease]:
+        """The thread's session here, recorded in the store as this process's.
+
+        A local session the store says another process has taken over since is stale (the
+        thread's state moved on there): it is ended first, so this call starts fresh and says
+        so. A session started here for a thread whose session elsewhere had run code is a
+        reset too (that process died, or drained)."""
+        key = self._key(ctx.project, ctx.thread_id)
+        state = ctx.scratch.setdefault(
+            _SCRATCH, {"files": [], "reset": False, "unreadable": set(), "copy_notes": {}, "new_notes": []}
+        )
+        own = self.ownership
+        if own is not None and key in self._recorded and not await own.still_ours(ctx.project, ctx.thread_id):
+            self._recorded.pop(key, None)
+            await self.manager.discard(key)
+        async with self.manager.lease(key) as lease:
+            lost = False
+            if own is not None and self._recorded.get(key) is not lease.thread:
+                lost = await own.take(ctx.project, ctx.thread_id)
+                self._recorded[key] = lease.thread
+            if lease.reset or lost:
+                state["reset"] = True  # the instructions say it ...
+                state["reset_untold"] = True  # ... and so does the next call's output
+            yield lease
+
     async def _sync_inputs(self, ctx: RunContext, lease: Lease) -> None:
         """Copy the run's files not yet in this session; record the listing for instructions."""
         state = ctx.scratch.setdefault(
             _SCRATCH, {"files": [], "reset": False, "unreadable": set(), "copy_notes": {}, "new_notes": []}
         )
-        if lease.reset:
-            state["reset"] = True
         copied = lease.thread.input_files
         disk = self.settings.disk_mb * _MIB
         for file_id in _file_ids(ctx):
@@ -175,7 +208,7 @@ class CodeInterpreterTool(BuiltinTool):
             return self._result(call.arguments, [], str(exc))
         key = self._key(ctx.project, ctx.thread_id)
         try:
-            async with self.manager.lease(key) as lease:
+            async with self._lease(ctx) as lease:
                 return await self._run(ctx, call, sink, lease, code)
         except SandboxUnavailable as exc:
             raise ToolUnavailable(str(exc)) from exc
@@ -203,12 +236,14 @@ class CodeInterpreterTool(BuiltinTool):
             ctx, call.id, sink, self.settings.max_output_chars, self.settings.max_output_files, quota
         )
         result = await lease.execute(code, timeout=self.settings.call_timeout_s, on_output=recorder.on_output)
+        if self.ownership is not None and lease.thread.executions == 1:
+            await self.ownership.executed(ctx.project, ctx.thread_id)
         if result.note:  # a tripped limit or a restart: shown in the step's logs too
             await recorder.add_text(f"\n[{result.note}]\n")
         changed = [f for f in await lease.session.list_files() if before.get(f.path) != f]
         written, skipped = await self._export(lease, changed, quota)
-        notes = [_RESET_NOTE] if lease.reset else []
         state = ctx.scratch.get(_SCRATCH, {})
+        notes = [_RESET_NOTE] if state.pop("reset_untold", False) else []
         notes += state.get("new_notes", [])
         state["new_notes"] = []
         if recorder.images_dropped:
@@ -277,10 +312,44 @@ class CodeInterpreterTool(BuiltinTool):
     # -- lifecycle ----------------------------------------------------------------------
 
     async def on_thread_deleted(self, project: str, thread_id: str) -> None:
-        await self.manager.release(self._key(project, thread_id))
+        key = self._key(project, thread_id)
+        self._recorded.pop(key, None)
+        await self.manager.release(key)
+        if self.ownership is not None:
+            await self.ownership.forget(project, thread_id)
 
     async def start(self) -> None:
         await self.manager.start()
+        if self.ownership is not None:
+            self._renewer = asyncio.create_task(self._renew_forever(self.ownership))
 
     async def shutdown(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        if self.ownership is not None:
+            try:
+                await self.ownership.let_go_all()  # our sessions end with us: no affinity to wait for
+            except Exception:
+                log.exception("code_interpreter: could not release session leases")
         await self.manager.shutdown()
+
+    async def _renew_forever(self, own: SessionOwnership) -> None:
+        while True:
+            await asyncio.sleep(own.lease_s / 3)
+            try:
+                await self.renew_once(own)
+            except Exception:
+                log.exception("code_interpreter: renewing session leases failed")
+
+    async def renew_once(self, own: SessionOwnership) -> None:
+        """Renew the leases of sessions alive here; drop what ended here or moved elsewhere."""
+        for key, ts in list(self._recorded.items()):
+            if self.manager.thread_session(key) is not ts:  # expired or broken here
+                self._recorded.pop(key, None)
+                await own.let_go(key)
+        for key in await own.renew():
+            stale = self._recorded.pop(key, None)
+            if stale is not None and self.manager.thread_session(key) is stale and not stale.lock.locked():
+                await self.manager.discard(key)  # taken over elsewhere: this copy is stale
