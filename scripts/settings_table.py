@@ -19,6 +19,9 @@ def table() -> str:
     for section in _sections():
         for name, field in section.model_fields.items():
             default = field.default if field.default_factory is None else field.default_factory()
+            # Defaults inside the running venv (the vocabulary) are shown relative to it, so the
+            # table does not change with the checkout's path.
+            default = str(default).replace(sys.prefix, "<venv>") if default not in ("", None) else default
             shown = f"`{default}`" if default not in ("", None) else "(empty)"
             description = (field.description or "").replace("|", "\\|").replace("\n", " ")
             rows.append(f"| `{env_name(section, name)}` | {shown} | {description} |")
