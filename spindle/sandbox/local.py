@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import time
@@ -37,6 +39,7 @@ from spindle.sandbox.provider import SandboxProvider
 from spindle.sandbox.seccomp import compile_filter
 from spindle.sandbox.settings import SandboxSettings
 from spindle.sandbox.uids import UidAllocator
+from spindle.sandbox.zygote import ForkedKernel, Zygote, ZygoteError, sandbox_namespaces
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class BubblewrapProvider(SandboxProvider):
         self.assets: dict[str, bytes] = {}
         self.zmq_context: zmq.asyncio.Context | None = None
         self._spare: LocalSession | None = None
+        self._zygote: Zygote | None = None
 
     # -- provider lifecycle -------------------------------------------------------------
 
@@ -73,10 +77,20 @@ class BubblewrapProvider(SandboxProvider):
         await asyncio.to_thread(self._check_host)
         self.zmq_context = zmq.asyncio.Context()
         configure_context(self.zmq_context, self.settings.max_output_file_mb * _MIB)
+        if self.settings.fast_start:
+            await asyncio.to_thread(self._start_zygote)
         try:
             first = await self.create_session()  # ready means: started, connected, preload ran
         except SessionFailed as exc:
-            raise SandboxUnavailable(f"a probe session failed to start: {exc}") from exc
+            if self._zygote is None:
+                raise SandboxUnavailable(f"a probe session failed to start: {exc}") from exc
+            # Never a reason to run no code at all: fall back to the fresh-interpreter start.
+            log.warning("sandbox: a session forked from the zygote failed (%s); fast starts are off", exc)
+            await asyncio.to_thread(self._stop_zygote)
+            try:
+                first = await self.create_session()
+            except SessionFailed as exc2:
+                raise SandboxUnavailable(f"a probe session failed to start: {exc2}") from exc2
         uids = await asyncio.to_thread(first.host_uids)
         if uids != {first.uid}:
             await first.close()
@@ -86,6 +100,30 @@ class BubblewrapProvider(SandboxProvider):
             if name.endswith(".json"):
                 self.assets[name] = await asyncio.to_thread(hostfs.read_file, mpl, name, 16 * _MIB)
         self._spare = first  # the probe becomes the first session handed out
+
+    def _start_zygote(self) -> None:
+        modules = [m.strip() for m in self.settings.preload.split(",") if m.strip()]
+        env = bwrap.sandbox_env(self.settings.python, self.settings.cpus)
+        zygote = Zygote(self.settings.python, env, modules, self._seccomp)
+        try:
+            problems = zygote.start(self.settings.start_timeout_s)
+        except (OSError, ZygoteError) as exc:
+            log.warning("sandbox: the zygote did not start (%s); sessions start a fresh interpreter", exc)
+            zygote.stop()
+            return
+        for problem in problems:
+            log.warning("sandbox zygote preload %s", problem)
+        self._zygote = zygote
+
+    def _stop_zygote(self) -> None:
+        zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.stop()
+
+    @property
+    def fast_start(self) -> bool:
+        """Whether sessions are forked from the zygote."""
+        return self._zygote is not None
 
     def _check_host(self) -> None:
         if os.geteuid() != 0:
@@ -174,6 +212,7 @@ class BubblewrapProvider(SandboxProvider):
             self.zmq_context.destroy(linger=0)
             self.zmq_context = None
         self._spawner.shutdown(wait=True)
+        await asyncio.to_thread(self._stop_zygote)
         await asyncio.to_thread(self._remove_instance)
 
     def _remove_instance(self) -> None:
@@ -205,11 +244,12 @@ class BubblewrapProvider(SandboxProvider):
             raise SessionFailed(f"the session could not start: {exc}") from exc
         return session
 
-    def spawn(self, session: LocalSession) -> subprocess.Popen[bytes]:
-        """Start the session's kernel from the spawner thread; blocks (call via to_thread)."""
+    def spawn(self, session: LocalSession) -> tuple[subprocess.Popen[bytes], ForkedKernel | None]:
+        """Start the session's kernel from the spawner thread; blocks (call via to_thread).
+        Returns bubblewrap and, for a kernel forked from the zygote, that kernel."""
         return self._spawner.submit(self._spawn, session).result()
 
-    def _spawn(self, session: LocalSession) -> subprocess.Popen[bytes]:
+    def _spawn(self, session: LocalSession) -> tuple[subprocess.Popen[bytes], ForkedKernel | None]:
         seccomp_fd = os.memfd_create("spindle-seccomp", 0)  # inheritable: bwrap reads it
         # bwrap's argv is the sandbox's /proc/1/cmdline, so its options (host paths) are read
         # from a pipe instead: read to the end by bwrap, nothing is left for the sandbox.
@@ -228,6 +268,16 @@ class BubblewrapProvider(SandboxProvider):
                     cpus=self.settings.cpus,
                 )
             )
+            zygote = self._zygote
+            if zygote is not None and not zygote.alive():
+                log.warning("sandbox: the zygote exited (%s); restarting it", zygote.log_tail()[-300:])
+                self._stop_zygote()
+                self._start_zygote()  # on failure: fresh interpreters from now on
+                zygote = self._zygote
+            kernel_argv = command[4:]  # after "--", python, "-m", "ipykernel_launcher"
+            if zygote is not None:
+                # bubblewrap builds the sandbox as always; its command tells us so and waits.
+                command = ["--", "/bin/sh", "-c", "echo >&0; exec sleep infinity </dev/null"]
             payload = b"".join(arg.encode() + b"\0" for arg in options)
             if len(payload) > 60000:  # a pipe holds 64 KiB: more would block this write
                 raise SessionFailed(
@@ -242,24 +292,67 @@ class BubblewrapProvider(SandboxProvider):
                 self.settings.memory_mb * 1024,
                 [self._bwrap, "--args", str(args_read), *command],
             )
-            return subprocess.Popen(
-                argv,
-                user=session.uid,
-                group=session.uid,
-                extra_groups=[],
-                env={"PATH": "/usr/bin:/bin"},  # bwrap's own environ is visible as /proc/1/environ inside
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                pass_fds=(seccomp_fd, args_read),
-                start_new_session=True,  # a Ctrl-C on the server's terminal is not for the sandbox
-                cwd="/",
-            )
+            ready_read, ready_write = os.pipe() if zygote is not None else (-1, -1)
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    user=session.uid,
+                    group=session.uid,
+                    extra_groups=[],
+                    env={"PATH": "/usr/bin:/bin"},  # bwrap's own environ is visible as /proc/1/environ inside
+                    stdin=subprocess.DEVNULL if zygote is None else ready_write,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    pass_fds=(seccomp_fd, args_read),
+                    start_new_session=True,  # a Ctrl-C on the server's terminal is not for the sandbox
+                    cwd="/",
+                )
+            finally:
+                if ready_write != -1:
+                    os.close(ready_write)
+            if zygote is None:
+                return proc, None
+            try:
+                return proc, self._fork_kernel(zygote, session, proc, ready_read, kernel_argv)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+                raise
+            finally:
+                os.close(ready_read)
         finally:
             os.close(seccomp_fd)
             os.close(args_read)
             if args_write != -1:
                 os.close(args_write)
+
+    def _fork_kernel(
+        self, zygote: Zygote, session: LocalSession, proc: subprocess.Popen[bytes], ready: int, argv: list[str]
+    ) -> ForkedKernel:
+        """Wait until bubblewrap has built the sandbox, then have the zygote start the kernel in it."""
+        timeout = self.settings.start_timeout_s
+        readable, _, _ = select.select([ready], [], [], timeout)
+        if not readable or not os.read(ready, 1):
+            raise SessionFailed(f"the sandbox did not start; log: {session.log_tail()}")
+        waiter, ns_fds = sandbox_namespaces(proc.pid)
+        try:
+            assert session.cgroup is not None
+            kernel = zygote.fork_kernel(
+                log_fd=session.log_fd,
+                procs_files=session.cgroup.procs_files,
+                ns_fds=ns_fds,
+                data_limit_kib=self.settings.memory_mb * 1024,
+                cwd=bwrap.DATA_DIR,
+                argv=argv,
+                timeout=timeout,
+            )
+            return dataclasses.replace(kernel, waiter=waiter)
+        except ZygoteError as exc:
+            raise SessionFailed(str(exc)) from exc
+        finally:
+            for fd in ns_fds:
+                os.close(fd)
 
     def session_finished(self, session: LocalSession) -> None:
         """Called by a session once torn down: its uid may be reused."""

@@ -33,6 +33,7 @@ from spindle.sandbox.cgroups import SessionCgroup
 from spindle.sandbox.errors import SessionFailed
 from spindle.sandbox.kernel import KernelChannel, KernelNotReady
 from spindle.sandbox.provider import ExecutionResult, OutputCallback, SandboxFile, SandboxSession
+from spindle.sandbox.zygote import ForkedKernel, pidfd_exited
 
 if TYPE_CHECKING:
     from spindle.sandbox.local import BubblewrapProvider
@@ -58,6 +59,10 @@ def _preload_code(modules: list[str]) -> str:
         "        except Exception as exc:\n"
         "            print(f'preload {name}: {exc!r}')\n"
         "    try:\n"
+        "        inline = sys.modules.get('matplotlib_inline.backend_inline')\n"
+        "        ip = get_ipython()\n"
+        "        if inline is not None and inline.flush_figures not in ip.events.callbacks['post_execute']:\n"
+        "            ip.run_line_magic('matplotlib', 'inline')  # pyplot came from the zygote, before the shell\n"
         "        if 'matplotlib.pyplot' in sys.modules:\n"
         "            plt = sys.modules['matplotlib.pyplot']\n"
         "            fig = plt.figure()\n"
@@ -83,6 +88,8 @@ class LocalSession(SandboxSession):
         self.root = provider.instance_dir / self.id
         self.cgroup: SessionCgroup | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        # Set when the kernel was forked from the zygote: then it is not bwrap's descendant.
+        self._kernel: ForkedKernel | None = None
         self._channel: KernelChannel | None = None
         self._connection: dict[str, Any] = {}
         self._closed = False
@@ -154,10 +161,11 @@ class LocalSession(SandboxSession):
         connection = self._connection = await asyncio.to_thread(self._write_connection)
         spawning = asyncio.ensure_future(asyncio.to_thread(self._provider.spawn, self))
         try:
-            self._proc = await asyncio.shield(spawning)
+            self._proc, self._kernel = await asyncio.shield(spawning)
         except asyncio.CancelledError:
             # The process starts anyway: keep it so that close() kills and reaps it.
-            self._proc = await spawning
+            with contextlib.suppress(Exception):
+                self._proc, self._kernel = await spawning
             raise
         assert self._provider.zmq_context is not None
         self._channel = KernelChannel(
@@ -197,6 +205,9 @@ class LocalSession(SandboxSession):
             return
         self._channel.start_draining()
 
+    def log_tail(self) -> str:
+        return self._log_tail()
+
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):
             size = os.fstat(self._log_fd).st_size
@@ -212,6 +223,9 @@ class LocalSession(SandboxSession):
                 self._proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
+        if self._kernel is not None:
+            os.close(self._kernel.pidfd)
+            self._kernel = None
 
     async def restart(self) -> None:
         if self._channel is not None:
@@ -272,7 +286,10 @@ class LocalSession(SandboxSession):
         outer = self._proc.pid
         inits = {pid for pid, ppid in parents.items() if ppid == outer}
         children = [pid for pid, ppid in parents.items() if ppid in inits]
-        keep = {outer, *inits, *([min(children)] if children else [])}
+        if self._kernel is not None:  # forked from the zygote: bwrap's command only waits
+            keep = {outer, *inits, self._kernel.pid, self._kernel.waiter}
+        else:
+            keep = {outer, *inits, *([min(children)] if children else [])}
         return set(parents) - keep
 
     def host_uids(self) -> set[int]:
@@ -286,7 +303,9 @@ class LocalSession(SandboxSession):
         return uids
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        if self._proc is None or self._proc.poll() is not None:
+            return False
+        return self._kernel is None or not pidfd_exited(self._kernel.pidfd)
 
     # -- work ---------------------------------------------------------------------------
 
