@@ -126,7 +126,7 @@ def run_bursts(sizes: list[int], fast_start: bool, pool: int, max_sessions: int)
     with tempfile.TemporaryDirectory(prefix="spindle-burst-") as tmp:
         upstream = harness.start_upstream(Path(tmp))
         try:
-            server = harness.start_server(upstream, Path(tmp) / "data", env=env, timeout=120)
+            server = harness.SpindleServer(Path(tmp) / "data", upstream=upstream, env=env).start(timeout=120)
             try:
                 client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=SPINDLE_KEY, max_retries=0,
                                        timeout=600)

@@ -45,7 +45,7 @@ _MIB = 1024 * 1024
 _RESTARTED = "the session was restarted: variables and imports are lost, files in /mnt/data are kept"
 
 
-def _preload_code(modules: list[str]) -> str:
+def _preload_code(modules: list[str], warm_up: bool = True) -> str:
     # Runs silently at start; imports land in sys.modules only, the user namespace stays empty.
     # Importing pyplot once the shell exists also wires the inline backend's end-of-cell hook,
     # which turns figures left open into image/png outputs. Rendering one throwaway figure and
@@ -63,6 +63,8 @@ def _preload_code(modules: list[str]) -> str:
         "        ip = get_ipython()\n"
         "        if inline is not None and inline.flush_figures not in ip.events.callbacks['post_execute']:\n"
         "            ip.run_line_magic('matplotlib', 'inline')  # pyplot came from the zygote, before the shell\n"
+        f"        if not {warm_up!r}:\n"
+        "            return  # forked from the zygote, which rendered these already\n"
         "        if 'matplotlib.pyplot' in sys.modules:\n"
         "            plt = sys.modules['matplotlib.pyplot']\n"
         "            fig = plt.figure()\n"
@@ -176,7 +178,8 @@ class LocalSession(SandboxSession):
             await asyncio.to_thread(self._seal_ipc)
             modules = [m.strip() for m in self._settings.preload.split(",") if m.strip()]
             if modules:
-                reply = await self._channel.run_silent(_preload_code(modules), self._settings.start_timeout_s)
+                code = _preload_code(modules, warm_up=self._kernel is None)
+                reply = await self._channel.run_silent(code, self._settings.start_timeout_s)
                 if reply.get("status") != "ok":
                     log.warning("sandbox preload failed: %s", reply.get("evalue"))
         except KernelNotReady as exc:
