@@ -25,6 +25,7 @@ import secrets
 import select
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class BubblewrapProvider(SandboxProvider):
         self.zmq_context: zmq.asyncio.Context | None = None
         self._spare: LocalSession | None = None
         self._zygote: Zygote | None = None
+        self._zygote_lock = threading.Lock()
 
     # -- provider lifecycle -------------------------------------------------------------
 
@@ -246,10 +248,26 @@ class BubblewrapProvider(SandboxProvider):
 
     def spawn(self, session: LocalSession) -> tuple[subprocess.Popen[bytes], ForkedKernel | None]:
         """Start the session's kernel from the spawner thread; blocks (call via to_thread).
-        Returns bubblewrap and, for a kernel forked from the zygote, that kernel."""
-        return self._spawner.submit(self._spawn, session).result()
+        Returns bubblewrap and, for a kernel forked from the zygote, that kernel.
 
-    def _spawn(self, session: LocalSession) -> tuple[subprocess.Popen[bytes], ForkedKernel | None]:
+        Only bubblewrap's start is serialised on the spawner thread; waiting for the sandbox
+        to be built happens here, so that a burst of sessions builds its sandboxes in parallel."""
+        proc, ready, argv = self._spawner.submit(self._spawn, session).result()
+        if ready == -1:
+            return proc, None
+        try:
+            return proc, self._fork_kernel(session, proc, ready, argv)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+            raise
+        finally:
+            os.close(ready)
+
+    def _spawn(self, session: LocalSession) -> tuple[subprocess.Popen[bytes], int, list[str]]:
+        """Start bubblewrap; with the zygote, also return the read end of its ready pipe and
+        the kernel's arguments (else -1 and [])."""
         seccomp_fd = os.memfd_create("spindle-seccomp", 0)  # inheritable: bwrap reads it
         # bwrap's argv is the sandbox's /proc/1/cmdline, so its options (host paths) are read
         # from a pipe instead: read to the end by bwrap, nothing is left for the sandbox.
@@ -269,11 +287,6 @@ class BubblewrapProvider(SandboxProvider):
                 )
             )
             zygote = self._zygote
-            if zygote is not None and not zygote.alive():
-                log.warning("sandbox: the zygote exited (%s); restarting it", zygote.log_tail()[-300:])
-                self._stop_zygote()
-                self._start_zygote()  # on failure: fresh interpreters from now on
-                zygote = self._zygote
             kernel_argv = command[4:]  # after "--", python, "-m", "ipykernel_launcher"
             if zygote is not None:
                 # bubblewrap builds the sandbox as always; its command tells us so and waits.
@@ -307,20 +320,14 @@ class BubblewrapProvider(SandboxProvider):
                     start_new_session=True,  # a Ctrl-C on the server's terminal is not for the sandbox
                     cwd="/",
                 )
+            except BaseException:
+                if ready_read != -1:
+                    os.close(ready_read)
+                raise
             finally:
                 if ready_write != -1:
                     os.close(ready_write)
-            if zygote is None:
-                return proc, None
-            try:
-                return proc, self._fork_kernel(zygote, session, proc, ready_read, kernel_argv)
-            except BaseException:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-                raise
-            finally:
-                os.close(ready_read)
+            return proc, ready_read, kernel_argv if zygote is not None else []
         finally:
             os.close(seccomp_fd)
             os.close(args_read)
@@ -328,7 +335,7 @@ class BubblewrapProvider(SandboxProvider):
                 os.close(args_write)
 
     def _fork_kernel(
-        self, zygote: Zygote, session: LocalSession, proc: subprocess.Popen[bytes], ready: int, argv: list[str]
+        self, session: LocalSession, proc: subprocess.Popen[bytes], ready: int, argv: list[str]
     ) -> ForkedKernel:
         """Wait until bubblewrap has built the sandbox, then have the zygote start the kernel in it."""
         timeout = self.settings.start_timeout_s
@@ -338,15 +345,24 @@ class BubblewrapProvider(SandboxProvider):
         waiter, ns_fds = sandbox_namespaces(proc.pid)
         try:
             assert session.cgroup is not None
-            kernel = zygote.fork_kernel(
-                log_fd=session.log_fd,
-                procs_files=session.cgroup.procs_files,
-                ns_fds=ns_fds,
-                data_limit_kib=self.settings.memory_mb * 1024,
-                cwd=bwrap.DATA_DIR,
-                argv=argv,
-                timeout=timeout,
-            )
+            with self._zygote_lock:  # one request at a time on its socket; each takes milliseconds
+                zygote = self._zygote
+                if zygote is not None and not zygote.alive():
+                    log.warning("sandbox: the zygote exited (%s); restarting it", zygote.log_tail()[-300:])
+                    self._stop_zygote()
+                    self._start_zygote()  # on failure: fresh interpreters from the next session on
+                    zygote = self._zygote
+                if zygote is None:
+                    raise ZygoteError("the zygote is gone and could not be restarted")
+                kernel = zygote.fork_kernel(
+                    log_fd=session.log_fd,
+                    procs_files=session.cgroup.procs_files,
+                    ns_fds=ns_fds,
+                    data_limit_kib=self.settings.memory_mb * 1024,
+                    cwd=bwrap.DATA_DIR,
+                    argv=argv,
+                    timeout=timeout,
+                )
             return dataclasses.replace(kernel, waiter=waiter)
         except ZygoteError as exc:
             raise SessionFailed(str(exc)) from exc
