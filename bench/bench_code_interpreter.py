@@ -112,6 +112,26 @@ async def first_execution(manager: SessionManager, runs: int) -> list[float]:
     return times
 
 
+async def burst_in_process(manager: SessionManager, n: int) -> list[float]:
+    """N new threads' first ``print(6*7)`` at once through the session manager alone (no HTTP,
+    no run machinery): what the sandbox contributes to a burst. Seconds to each result."""
+    await manager.wait_pool_ready(300)
+    started = time.perf_counter()
+
+    async def one(i: int) -> float:
+        key = f"bench/burst-{n}-{i}"
+        async with manager.lease(key) as lease:
+            result = await lease.execute("print(6 * 7)", timeout=120)
+        assert result.status == "ok", result
+        return time.perf_counter() - started
+
+    try:
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+    finally:
+        for i in range(n):
+            await manager.release(f"bench/burst-{n}-{i}")
+
+
 class _Files:
     """Files kept in a dict: the bench measures the sandbox, not the blob store."""
 
@@ -278,6 +298,21 @@ async def main() -> None:
             sandboxed, bare = await warm_round_trips(manager, str(settings.python), args.warm_runs)
         finally:
             await manager.shutdown()
+        sizes = [int(n) for n in args.bursts.split(",") if n.strip()]
+        for fast in (True, False) if sizes else ():
+            burst_settings = settings.model_copy(update={"fast_start": fast, "max_sessions": max(32, *sizes)})
+            manager = SessionManager(build_provider(burst_settings), burst_settings)
+            await manager.start()
+            await manager.ready()
+            try:
+                for n in sizes if fast else [8]:
+                    times = await burst_in_process(manager, n)
+                    mode = "fast start" if fast else "fresh interpreter"
+                    rows.append(_row(f"[{mode}] in-process burst N={n} (manager only): p50 / p95 / max",
+                                     f"{statistics.median(times):.2f} / {pct(times, 0.95):.2f} / {max(times):.2f} s"))
+            finally:
+                await manager.shutdown()
+            loads.append(os.getloadavg()[0])
         ratio = statistics.median(sandboxed) / statistics.median(bare)
         rows += [
             _row("new-thread first execution, pool warm, p50", f"{statistics.median(first):.1f} ms", "<= 50 ms"),
