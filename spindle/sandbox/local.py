@@ -343,6 +343,7 @@ class BubblewrapProvider(SandboxProvider):
         if not readable or not os.read(ready, 1):
             raise SessionFailed(f"the sandbox did not start; log: {session.log_tail()}")
         waiter, ns_fds = sandbox_namespaces(proc.pid)
+        data = self.settings.memory_mb * _MIB
         try:
             assert session.cgroup is not None
             with self._zygote_lock:  # one request at a time on its socket; each takes milliseconds
@@ -358,7 +359,8 @@ class BubblewrapProvider(SandboxProvider):
                     log_fd=session.log_fd,
                     procs_files=session.cgroup.procs_files,
                     ns_fds=ns_fds,
-                    data_limit_kib=self.settings.memory_mb * 1024,
+                    # What the launcher sets for a fresh session (bwrap.LAUNCHER: ulimit -c 0 -d).
+                    rlimits={"RLIMIT_CORE": (0, 0), "RLIMIT_DATA": (data, data)},
                     cwd=bwrap.DATA_DIR,
                     argv=argv,
                     timeout=timeout,

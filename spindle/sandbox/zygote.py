@@ -124,18 +124,19 @@ class Zygote:
         log_fd: int,
         procs_files: list[str],
         ns_fds: list[int],
-        data_limit_kib: int,
+        rlimits: dict[str, tuple[int, int]],
         cwd: str,
         argv: list[str],
         timeout: float,
     ) -> ForkedKernel:
         """Blocking: have a child of the zygote join the cgroups, enter the namespaces (fds in
-        ``NAMESPACES`` order) and start the kernel. The caller keeps its fds."""
+        ``NAMESPACES`` order), set ``rlimits`` (``{"RLIMIT_DATA": (soft, hard)}``: the same the
+        launcher sets for a fresh session) and start the kernel. The caller keeps its fds."""
         if self._sock is None or not self.alive():
             raise ZygoteError("the zygote is not running")
         procs = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in procs_files]
         try:
-            request = {"procs": len(procs), "ns": list(NAMESPACES), "data_kib": data_limit_kib,
+            request = {"procs": len(procs), "ns": list(NAMESPACES), "rlimits": rlimits,
                        "cwd": cwd, "argv": argv}
             socket.send_fds(self._sock, [json.dumps(request).encode()], [log_fd, *procs, *ns_fds])
         finally:

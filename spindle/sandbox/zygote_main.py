@@ -156,9 +156,10 @@ def _child(sock: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
     for fd in procs:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
-    data = int(req["data_kib"]) * 1024
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_DATA, (data, data))
+    for name, (soft, hard) in req["rlimits"].items():  # the launcher's limits, by name
+        if not name.startswith("RLIMIT_"):
+            raise ValueError(f"not an rlimit: {name}")
+        resource.setrlimit(getattr(resource, name), (int(soft), int(hard)))
     os.setgroups([])  # before the user namespace, where setgroups is denied
     for name, fd in zip(req["ns"], ns_fds, strict=True):
         _ok(_libc.setns(fd, 0), f"setns({name})")

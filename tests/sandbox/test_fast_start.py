@@ -57,6 +57,11 @@ def test_sessions_are_forked_and_confined(manager: SessionManager, session: Runn
     assert status["Groups"] == ""
     for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(status[cap], 16) == 0, (cap, status[cap])
+    # The launcher's rlimits (a fresh session gets them from ``ulimit -c 0 -d``).
+    with open(f"/proc/{kernel.pid}/limits", encoding="ascii") as fh:
+        limits = {line[:26].strip(): line[26:].split()[:2] for line in fh}
+    data = str(manager.settings.memory_mb * 1024 * 1024)
+    assert limits["Max data size"] == [data, data] and limits["Max core file size"] == ["0", "0"], limits
     # The kernel's namespaces are those bubblewrap built for this session, none the host's.
     ns = _namespaces(kernel.pid)
     assert ns == _namespaces(kernel.waiter)
