@@ -142,7 +142,15 @@ class Zygote:
         finally:
             for fd in procs:
                 os.close(fd)
-        reply, fds = self._recv(timeout)
+        try:
+            reply, fds = self._recv(timeout)
+        except ZygoteError:
+            # No answer: its child hangs, and the zygote with it. Kill it; the next session
+            # start finds it dead and starts a new one.
+            if self._proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+            raise
         if "error" in reply or len(fds) != 1 or not isinstance(reply.get("pid"), int):
             for fd in fds:
                 os.close(fd)
