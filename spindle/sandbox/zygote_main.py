@@ -11,15 +11,15 @@ Per session the server sends one request on the control socket (SOCK_SEQPACKET) 
 descriptors: the kernel's log (stdout/stderr), the session's ``cgroup.procs`` files, and the
 namespaces of a bubblewrap sandbox it has just built for the session (bubblewrap made the user
 namespace with the session's host uid, the mounts, the tmpfs binds, the seccomp filter; its
-command only waits). The zygote forks a child, which:
+command only waits). The zygote enters the sandbox's PID namespace for its children only,
+forks the kernel-to-be into it, returns to its own PID namespace at once and sends the server
+a pidfd of the child. The child:
 
 1. joins the session's cgroups (every process after it is counted), sets the rlimits;
-2. drops supplementary groups, enters the sandbox's namespaces (user last), drops the
-   capability bounding set and becomes uid/gid 1000 of that user namespace (= the session's
-   host uid): no capabilities are left;
-3. forks the kernel (entering a PID namespace takes effect for children only), sends the
-   server a pidfd of it and exits; the kernel is adopted by the sandbox's init;
-4. the kernel starts a new terminal session, gets /dev/null and the log as stdio, closes
+2. drops supplementary groups, enters the sandbox's other namespaces (user last), drops the
+   capability bounding set, becomes uid/gid 1000 of that user namespace (= the session's host
+   uid) and clears every capability;
+3. starts a new terminal session, gets /dev/null and the log as stdio, closes
    every other fd, checks it holds no capability, sets ``no_new_privs``, loads the same seccomp
    filter bubblewrap applies, and only then starts ipykernel with its connection file.
 
@@ -27,6 +27,8 @@ Memory is copy-on-write after fork: nothing writable is shared between sessions.
 """
 
 # ruff: noqa: PLC0415
+# (The zygote answers as soon as it has forked; a child that fails says why in its log, and
+# the server sees it exit through the pidfd.)
 
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ import sys
 from typing import Any
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWPID = 0x20000000
 _MS_REC = 0x4000
 _MS_PRIVATE = 1 << 18
 _MS_NOSUID = 2
@@ -147,12 +150,11 @@ def _drop_to_sandbox_user() -> None:
     _ok(_libc.capset(ctypes.byref(header), data), "capset")
 
 
-def _child(sock: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
-    """The intermediate child: cgroups, limits, namespaces, uid; then fork the kernel."""
+def _child(req: dict[str, Any], fds: list[int]) -> None:
+    """The kernel-to-be, already in the sandbox's PID namespace: cgroups, limits, the other
+    namespaces, uid; then the kernel. Never returns."""
     n_procs = int(req["procs"])
     log_fd, procs, ns_fds = fds[0], fds[1 : 1 + n_procs], fds[1 + n_procs :]
-    if len(ns_fds) != len(req["ns"]) or req["ns"][-1] != "user":
-        raise ValueError("bad namespace list")
     for fd in procs:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
@@ -162,16 +164,11 @@ def _child(sock: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
         resource.setrlimit(getattr(resource, name), (int(soft), int(hard)))
     os.setgroups([])  # before the user namespace, where setgroups is denied
     for name, fd in zip(req["ns"], ns_fds, strict=True):
-        _ok(_libc.setns(fd, 0), f"setns({name})")
+        if name != "pid":  # entered by the zygote for this fork
+            _ok(_libc.setns(fd, 0), f"setns({name})")
         os.close(fd)
     _drop_to_sandbox_user()
-    pid = os.fork()
-    if pid == 0:
-        sock.close()
-        _kernel(req, log_fd)  # never returns
-    pidfd = os.pidfd_open(pid)
-    socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [pidfd])
-    os._exit(0)
+    _kernel(req, log_fd)
 
 
 def _kernel(req: dict[str, Any], log_fd: int) -> None:
@@ -213,11 +210,13 @@ def _reap() -> None:
     """Collect the kernels that have exited (their exit was already seen through pidfds)."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if os.WIFSIGNALED(status):  # the kernel's own log cannot say this
+            print(f"zygote: child {pid} killed by signal {os.WTERMSIG(status)}", file=sys.stderr, flush=True)
 
 
 def main(sock_fd: int) -> None:
@@ -233,6 +232,7 @@ def main(sock_fd: int) -> None:
         sock.send(json.dumps({"error": f"the template has {threads} threads; it cannot fork safely"}).encode())
         return
     sock.send(json.dumps({"ready": True, "problems": problems}).encode())
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     while True:
         _reap()
         if not select.select([sock], [], [], 1.0)[0]:
@@ -240,20 +240,50 @@ def main(sock_fd: int) -> None:
         msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, _MAX_FDS)
         if not msg:
             return  # the server went away
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _child(sock, json.loads(msg), fds)
-            except BaseException as exc:
-                with __import__("contextlib").suppress(Exception):
-                    sock.send(json.dumps({"error": repr(exc)[:500]}).encode())
-                os._exit(0)
-            os._exit(1)
+        try:
+            pid = _fork_into(json.loads(msg), fds, own_pid_ns, sock)
+        except Exception as exc:  # nothing was started: say why
+            for fd in fds:
+                os.close(fd)
+            sock.send(json.dumps({"error": repr(exc)[:500]}).encode())
+            continue
         for fd in fds:
             os.close(fd)
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
-            sock.send(json.dumps({"error": f"the zygote's child failed (wait status {status})"}).encode())
+        pidfd = os.pidfd_open(pid)
+        socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [pidfd])
+        os.close(pidfd)
+
+
+def _back_to_own_pid_namespace(own_pid_ns: int) -> None:
+    if _libc.setns(own_pid_ns, _CLONE_NEWPID) != 0:
+        os._exit(70)  # our next children would land in that sandbox: never serve again
+
+
+def _fork_into(req: dict[str, Any], fds: list[int], own_pid_ns: int, sock: socket.socket) -> int:
+    """Fork the kernel-to-be directly into the sandbox's PID namespace (entering a PID
+    namespace applies to children only, and we return to our own right after), so it needs
+    no fork of its own; returns its host pid. The child reports failures in its log."""
+    names = list(req["ns"])
+    if len(fds) != 1 + int(req["procs"]) + len(names) or names[-1] != "user":
+        raise ValueError("bad request: fds and namespace list do not match")
+    pid_ns = fds[1 + int(req["procs"]) + names.index("pid")]
+    _ok(_libc.setns(pid_ns, _CLONE_NEWPID), "setns(pid)")
+    try:
+        pid = os.fork()
+    except BaseException:
+        _back_to_own_pid_namespace(own_pid_ns)
+        raise
+    if pid != 0:
+        _back_to_own_pid_namespace(own_pid_ns)
+        return pid
+    try:
+        sock.close()  # the server's requests are the zygote's, not the kernel's
+        os.close(own_pid_ns)
+        _child(req, fds)
+    except BaseException as exc:
+        with __import__("contextlib").suppress(Exception):
+            os.write(fds[0], f"zygote: the session could not be entered: {exc!r}\n".encode())
+    os._exit(1)
 
 
 _SECCOMP = b""  # the BPF program, set by main from the server's config
