@@ -48,6 +48,13 @@ fi
 "$SANDBOX_VENV/bin/python" -m compileall -q -j 0 "$SANDBOX_VENV/lib" >/dev/null 2>&1 || true
 chmod -R a+rX "$SANDBOX_HOME"
 
+# Building a container image (Dockerfile): the host checks below are for the machine that
+# runs the image, where scripts/docker-entrypoint.sh prepares the cgroups instead.
+if [[ "${SANDBOX_SETUP_IMAGE:-0}" == "1" ]]; then
+  echo "sandbox image ready: python=$SANDBOX_VENV/bin/python"
+  exit 0
+fi
+
 # Limits: cgroup v1 (parents made here; the server makes its own children at start), else
 # cgroup v2, else rlimits only. The server's start-up line says which limits hold.
 missing=0

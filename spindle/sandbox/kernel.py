@@ -59,6 +59,9 @@ def configure_context(context: zmq.Context[Any], max_image_bytes: int) -> None:
     context.setsockopt(zmq.RCVHWM, RCVHWM)
 
 
+_READY_STEP_S = 0.1
+
+
 class KernelNotReady(Exception):
     """The kernel did not answer ``kernel_info`` in time, or died while starting."""
 
@@ -171,21 +174,26 @@ class KernelChannel:
         """Return once the kernel answers on shell *and* iopub is subscribed.
 
         A SUB socket drops what is published before its subscription lands, so a kernel_info
-        reply alone does not prove that outputs will reach us; its busy/idle status does."""
+        reply alone does not prove that outputs will reach us; its busy/idle status does.
+        The request is repeated every ``_READY_STEP_S`` until a status arrives, and the reply
+        and status of any of them count: a start (which is what this waits for) is not then
+        rounded up to a long retry step, nor stalled when a reply is slower than one step."""
         deadline = time.monotonic() + timeout
+        sent: set[str] = set()
+        got_reply = False
         while True:
-            msg_id = self._client.kernel_info()
-            got_reply = False
-            step_deadline = min(deadline, time.monotonic() + 0.5)
+            sent.add(self._client.kernel_info())
+            step_deadline = min(deadline, time.monotonic() + _READY_STEP_S)
             while time.monotonic() < step_deadline:
                 wait = max(0.01, step_deadline - time.monotonic())
                 try:
                     if not got_reply:
-                        got_reply = _parent_id(await self._shell(wait)) == msg_id
+                        got_reply = _answers(await self._shell(wait), sent)
                     else:
                         msg = await self._iopub(wait)
-                        if _parent_id(msg) == msg_id:
+                        if _answers(msg, sent):
                             await self._drain_iopub()
+                            await self._drain_shell()  # replies to the repeated requests
                             return
                 except queue.Empty:
                     pass
@@ -381,6 +389,12 @@ def _parent_id(msg: object) -> object:
     if not isinstance(msg, dict):
         return None
     return _dict(msg.get("parent_header")).get("msg_id")
+
+
+def _answers(msg: object, msg_ids: set[str]) -> bool:
+    """Whether ``msg`` answers one of ``msg_ids`` (its parent id may be anything, even unhashable)."""
+    parent = _parent_id(msg)
+    return isinstance(parent, str) and parent in msg_ids
 
 
 def _malformed(what: str, why: str) -> TextOutput:

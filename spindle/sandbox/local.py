@@ -21,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
 import secrets
+import select
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -36,12 +39,13 @@ import zmq.asyncio
 from spindle.sandbox import bwrap, hostfs
 from spindle.sandbox.errors import SandboxUnavailable, SessionFailed
 from spindle.sandbox.kernel import configure_context
-from spindle.sandbox.limits import Limits, LimitsBackend, SessionLimits, describe, select_backend
+from spindle.sandbox.limits import Limits, LimitsBackend, Rlimits, SessionLimits, describe, select_backend
 from spindle.sandbox.local_session import LocalSession
 from spindle.sandbox.provider import SandboxProvider
 from spindle.sandbox.seccomp import compile_filter
 from spindle.sandbox.settings import SandboxSettings
 from spindle.sandbox.uids import LOCK_DIR, SharedUid, UidAllocator
+from spindle.sandbox.zygote import ForkedKernel, Zygote, ZygoteError, sandbox_namespaces
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,8 @@ class BubblewrapProvider(SandboxProvider):
         self.assets: dict[str, bytes] = {}
         self.zmq_context: zmq.asyncio.Context | None = None
         self._spare: LocalSession | None = None
+        self._zygote: Zygote | None = None
+        self._zygote_lock = threading.Lock()
 
     # -- provider lifecycle -------------------------------------------------------------
 
@@ -114,10 +120,22 @@ class BubblewrapProvider(SandboxProvider):
         await asyncio.to_thread(self._check_host)
         self.zmq_context = zmq.asyncio.Context()
         configure_context(self.zmq_context, self.settings.max_output_file_mb * _MIB)
+        # The zygote forks as root into each session's namespaces and uid; rootless servers
+        # can't, and start a fresh interpreter per session.
+        if self.settings.fast_start and self.root:
+            await asyncio.to_thread(self._start_zygote)
         try:
             first = await self.create_session()  # ready means: started, connected, preload ran
         except SessionFailed as exc:
-            raise SandboxUnavailable(f"a probe session failed to start: {exc}") from exc
+            if self._zygote is None:
+                raise SandboxUnavailable(f"a probe session failed to start: {exc}") from exc
+            # Never a reason to run no code at all: fall back to the fresh-interpreter start.
+            log.warning("sandbox: a session forked from the zygote failed (%s); fast starts are off", exc)
+            await asyncio.to_thread(self._stop_zygote)
+            try:
+                first = await self.create_session()
+            except SessionFailed as exc2:
+                raise SandboxUnavailable(f"a probe session failed to start: {exc2}") from exc2
         uids = await asyncio.to_thread(first.host_uids)
         if uids != {first.uid}:
             await first.close()
@@ -127,6 +145,30 @@ class BubblewrapProvider(SandboxProvider):
             if name.endswith(".json"):
                 self.assets[name] = await asyncio.to_thread(hostfs.read_file, mpl, name, 16 * _MIB)
         self._spare = first  # the probe becomes the first session handed out
+
+    def _start_zygote(self) -> None:
+        modules = [m.strip() for m in self.settings.preload.split(",") if m.strip()]
+        env = bwrap.sandbox_env(self.settings.python, self.settings.cpus)
+        zygote = Zygote(self.settings.python, env, modules, self._seccomp)
+        try:
+            problems = zygote.start(self.settings.start_timeout_s)
+        except (OSError, ZygoteError) as exc:
+            log.warning("sandbox: the zygote did not start (%s); sessions start a fresh interpreter", exc)
+            zygote.stop()
+            return
+        for problem in problems:
+            log.warning("sandbox zygote preload %s", problem)
+        self._zygote = zygote
+
+    def _stop_zygote(self) -> None:
+        zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.stop()
+
+    @property
+    def fast_start(self) -> bool:
+        """Whether sessions are forked from the zygote."""
+        return self._zygote is not None
 
     def _check_host(self) -> None:
         for tool in ("/usr/bin/prlimit", "/usr/bin/setpriv"):
@@ -230,6 +272,7 @@ class BubblewrapProvider(SandboxProvider):
             self.zmq_context.destroy(linger=0)
             self.zmq_context = None
         self._spawner.shutdown(wait=True)
+        await asyncio.to_thread(self._stop_zygote)
         await asyncio.to_thread(self._remove_instance)
 
     def _remove_instance(self) -> None:
@@ -262,11 +305,28 @@ class BubblewrapProvider(SandboxProvider):
             raise SessionFailed(f"the session could not start: {exc}") from exc
         return session
 
-    def spawn(self, session: LocalSession) -> subprocess.Popen[bytes]:
-        """Start the session's kernel from the spawner thread; blocks (call via to_thread)."""
-        return self._spawner.submit(self._spawn, session).result()
+    def spawn(self, session: LocalSession) -> tuple[subprocess.Popen[bytes], ForkedKernel | None]:
+        """Start the session's kernel from the spawner thread; blocks (call via to_thread).
+        Returns bubblewrap and, for a kernel forked from the zygote, that kernel.
 
-    def _spawn(self, session: LocalSession) -> subprocess.Popen[bytes]:
+        Only bubblewrap's start is serialised on the spawner thread; waiting for the sandbox
+        to be built happens here, so that a burst of sessions builds its sandboxes in parallel."""
+        proc, ready, argv = self._spawner.submit(self._spawn, session).result()
+        if ready == -1:
+            return proc, None
+        try:
+            return proc, self._fork_kernel(session, proc, ready, argv)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+            raise
+        finally:
+            os.close(ready)
+
+    def _spawn(self, session: LocalSession) -> tuple[subprocess.Popen[bytes], int, list[str]]:
+        """Start bubblewrap; with the zygote, also return the read end of its ready pipe and
+        the kernel's arguments (else -1 and [])."""
         seccomp_fd = os.memfd_create("spindle-seccomp", 0)  # inheritable: bwrap reads it
         # bwrap's argv is the sandbox's /proc/1/cmdline, so its options (host paths) are read
         # from a pipe instead: read to the end by bwrap, nothing is left for the sandbox.
@@ -285,6 +345,11 @@ class BubblewrapProvider(SandboxProvider):
                     cpus=self.settings.cpus,
                 )
             )
+            zygote = self._zygote
+            kernel_argv = command[4:]  # after "--", python, "-m", "ipykernel_launcher"
+            if zygote is not None:
+                # bubblewrap builds the sandbox as always; its command tells us so and waits.
+                command = ["--", "/bin/sh", "-c", "echo >&0; exec sleep infinity </dev/null"]
             payload = b"".join(arg.encode() + b"\0" for arg in options)
             if len(payload) > 60000:  # a pipe holds 64 KiB: more would block this write
                 raise SessionFailed(
@@ -293,32 +358,86 @@ class BubblewrapProvider(SandboxProvider):
             os.write(args_write, payload)
             os.close(args_write)
             args_write = -1
-            assert session.cgroup is not None and self.cgroups is not None
-            rlimits = self.cgroups.backend.rlimits(self.limits)
-            if not self.root:  # no tmpfs per session: at least each file is bounded
-                rlimits.values["fsize"] = self.limits.disk_bytes
+            assert session.cgroup is not None
             argv = bwrap.launcher_argv(
                 session.cgroup.join_files,
-                rlimits.prlimit_args(),
+                self._session_rlimits().prlimit_args(),
                 [self._bwrap, "--args", str(args_read), *command],
                 # As root the launcher joins the cgroups first and then drops to the session uid.
                 run_as=session.uid if self.root else None,
             )
-            return subprocess.Popen(
-                argv,
-                env={"PATH": "/usr/bin:/bin"},  # bwrap's own environ is visible as /proc/1/environ inside
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                pass_fds=(seccomp_fd, args_read),
-                start_new_session=True,  # a Ctrl-C on the server's terminal is not for the sandbox
-                cwd="/",
-            )
+            ready_read, ready_write = os.pipe() if zygote is not None else (-1, -1)
+            try:
+                # The launcher joins the cgroups and drops to the session uid itself (setpriv).
+                proc = subprocess.Popen(
+                    argv,
+                    env={"PATH": "/usr/bin:/bin"},  # bwrap's own environ is visible as /proc/1/environ inside
+                    stdin=subprocess.DEVNULL if zygote is None else ready_write,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    pass_fds=(seccomp_fd, args_read),
+                    start_new_session=True,  # a Ctrl-C on the server's terminal is not for the sandbox
+                    cwd="/",
+                )
+            except BaseException:
+                if ready_read != -1:
+                    os.close(ready_read)
+                raise
+            finally:
+                if ready_write != -1:
+                    os.close(ready_write)
+            return proc, ready_read, kernel_argv if zygote is not None else []
         finally:
             os.close(seccomp_fd)
             os.close(args_read)
             if args_write != -1:
                 os.close(args_write)
+
+    def _session_rlimits(self) -> Rlimits:
+        """The per-process limits of a session: set by the launcher for a fresh interpreter and
+        by the zygote's child for a forked one, so both kinds of session get the same."""
+        assert self.cgroups is not None
+        rlimits = self.cgroups.backend.rlimits(self.limits)
+        if not self.root:  # no tmpfs per session: at least each file is bounded
+            rlimits.values["fsize"] = self.limits.disk_bytes
+        return rlimits
+
+    def _fork_kernel(
+        self, session: LocalSession, proc: subprocess.Popen[bytes], ready: int, argv: list[str]
+    ) -> ForkedKernel:
+        """Wait until bubblewrap has built the sandbox, then have the zygote start the kernel in it."""
+        timeout = self.settings.start_timeout_s
+        readable, _, _ = select.select([ready], [], [], timeout)
+        if not readable or not os.read(ready, 1):
+            raise SessionFailed(f"the sandbox did not start; log: {session.log_tail()}")
+        waiter, ns_fds = sandbox_namespaces(proc.pid)
+        rlimits = {f"RLIMIT_{name.upper()}": (value, value) for name, value in self._session_rlimits().values.items()}
+        try:
+            assert session.cgroup is not None
+            with self._zygote_lock:  # one request at a time on its socket; each takes milliseconds
+                zygote = self._zygote
+                if zygote is not None and not zygote.alive():
+                    log.warning("sandbox: the zygote exited (%s); restarting it", zygote.log_tail()[-300:])
+                    self._stop_zygote()
+                    self._start_zygote()  # on failure: fresh interpreters from the next session on
+                    zygote = self._zygote
+                if zygote is None:
+                    raise ZygoteError("the zygote is gone and could not be restarted")
+                kernel = zygote.fork_kernel(
+                    log_fd=session.log_fd,
+                    procs_files=session.cgroup.join_files,
+                    ns_fds=ns_fds,
+                    rlimits=rlimits,  # what the launcher sets for a fresh session
+                    cwd=bwrap.DATA_DIR,
+                    argv=argv,
+                    timeout=timeout,
+                )
+            return dataclasses.replace(kernel, waiter=waiter)
+        except ZygoteError as exc:
+            raise SessionFailed(str(exc)) from exc
+        finally:
+            for fd in ns_fds:
+                os.close(fd)
 
     def session_finished(self, session: LocalSession) -> None:
         """Called by a session once torn down: its uid may be reused."""

@@ -33,6 +33,7 @@ from spindle.sandbox.cgroups import SessionCgroup
 from spindle.sandbox.errors import SessionFailed
 from spindle.sandbox.kernel import KernelChannel, KernelNotReady
 from spindle.sandbox.provider import ExecutionResult, OutputCallback, SandboxFile, SandboxSession
+from spindle.sandbox.zygote import ForkedKernel, pidfd_exited
 
 if TYPE_CHECKING:
     from spindle.sandbox.local import BubblewrapProvider
@@ -44,7 +45,7 @@ _MIB = 1024 * 1024
 _RESTARTED = "the session was restarted: variables and imports are lost, files in /mnt/data are kept"
 
 
-def _preload_code(modules: list[str]) -> str:
+def _preload_code(modules: list[str], warm_up: bool = True) -> str:
     # Runs silently at start; imports land in sys.modules only, the user namespace stays empty.
     # Importing pyplot once the shell exists also wires the inline backend's end-of-cell hook,
     # which turns figures left open into image/png outputs. Rendering one throwaway figure and
@@ -58,6 +59,12 @@ def _preload_code(modules: list[str]) -> str:
         "        except Exception as exc:\n"
         "            print(f'preload {name}: {exc!r}')\n"
         "    try:\n"
+        "        inline = sys.modules.get('matplotlib_inline.backend_inline')\n"
+        "        ip = get_ipython()\n"
+        "        if inline is not None and inline.flush_figures not in ip.events.callbacks['post_execute']:\n"
+        "            ip.run_line_magic('matplotlib', 'inline')  # pyplot came from the zygote, before the shell\n"
+        f"        if not {warm_up!r}:\n"
+        "            return  # forked from the zygote, which rendered these already\n"
         "        if 'matplotlib.pyplot' in sys.modules:\n"
         "            plt = sys.modules['matplotlib.pyplot']\n"
         "            fig = plt.figure()\n"
@@ -83,6 +90,8 @@ class LocalSession(SandboxSession):
         self.root = provider.instance_dir / self.id
         self.cgroup: SessionCgroup | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        # Set when the kernel was forked from the zygote: then it is not bwrap's descendant.
+        self._kernel: ForkedKernel | None = None
         self._channel: KernelChannel | None = None
         self._connection: dict[str, Any] = {}
         self._closed = False
@@ -150,10 +159,11 @@ class LocalSession(SandboxSession):
         connection = self._connection = await asyncio.to_thread(self._write_connection)
         spawning = asyncio.ensure_future(asyncio.to_thread(self._provider.spawn, self))
         try:
-            self._proc = await asyncio.shield(spawning)
+            self._proc, self._kernel = await asyncio.shield(spawning)
         except asyncio.CancelledError:
             # The process starts anyway: keep it so that close() kills and reaps it.
-            self._proc = await spawning
+            with contextlib.suppress(Exception):
+                self._proc, self._kernel = await spawning
             raise
         assert self._provider.zmq_context is not None
         self._channel = KernelChannel(
@@ -164,7 +174,8 @@ class LocalSession(SandboxSession):
             await asyncio.to_thread(self._seal_ipc)
             modules = [m.strip() for m in self._settings.preload.split(",") if m.strip()]
             if modules:
-                reply = await self._channel.run_silent(_preload_code(modules), self._settings.start_timeout_s)
+                code = _preload_code(modules, warm_up=self._kernel is None)
+                reply = await self._channel.run_silent(code, self._settings.start_timeout_s)
                 if reply.get("status") != "ok":
                     log.warning("sandbox preload failed: %s", reply.get("evalue"))
         except KernelNotReady as exc:
@@ -193,6 +204,9 @@ class LocalSession(SandboxSession):
             return
         self._channel.start_draining()
 
+    def log_tail(self) -> str:
+        return self._log_tail()
+
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):
             size = os.fstat(self._log_fd).st_size
@@ -208,6 +222,9 @@ class LocalSession(SandboxSession):
                 self._proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=5)
+        if self._kernel is not None:
+            os.close(self._kernel.pidfd)
+            self._kernel = None
 
     async def restart(self) -> None:
         if self._channel is not None:
@@ -265,7 +282,10 @@ class LocalSession(SandboxSession):
         outer = self._proc.pid
         inits = {pid for pid, ppid in parents.items() if ppid == outer}
         children = [pid for pid, ppid in parents.items() if ppid in inits]
-        keep = {outer, *inits, *([min(children)] if children else [])}
+        if self._kernel is not None:  # forked from the zygote: bwrap's command only waits
+            keep = {outer, *inits, self._kernel.pid, self._kernel.waiter}
+        else:
+            keep = {outer, *inits, *([min(children)] if children else [])}
         return set(parents) - keep
 
     def host_uids(self) -> set[int]:
@@ -279,7 +299,9 @@ class LocalSession(SandboxSession):
         return uids
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        if self._proc is None or self._proc.poll() is not None:
+            return False
+        return self._kernel is None or not pidfd_exited(self._kernel.pidfd)
 
     # -- work ---------------------------------------------------------------------------
 

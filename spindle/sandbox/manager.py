@@ -221,6 +221,8 @@ class SessionManager:
             await session.close()
         finally:
             self._closing -= 1
+            # A slot is free: the pool may have stopped short at the cap during a burst.
+            self._need_fill.set()
 
     def stats(self) -> dict[str, int]:
         """Session counts, for /healthz and operators."""
@@ -244,6 +246,13 @@ class SessionManager:
                 await self._close(session)
             if self._total() < self.settings.max_sessions:
                 break
+            if self._pool_starting:
+                # The last free slots went to sessions starting for the pool: wait for one
+                # and take it, rather than fail a thread because the pool refilled first.
+                self._pool_changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._pool_changed.wait(), 0.5)
+                continue
             if not await self._evict_one():
                 raise SandboxCapacityError(
                     f"all {self.settings.max_sessions} code sessions are busy; try again shortly"

@@ -103,6 +103,12 @@ class SandboxSettings(BaseSettings):
     start_timeout_s: float = Field(
         default=60.0, description="Time allowed for a session to start and preload modules."
     )
+    fast_start: bool = Field(
+        default=True,
+        description="Fork new sessions' kernels from a template process with the preload modules "
+        "already imported (each still gets its own bubblewrap sandbox, uid, cgroups and seccomp "
+        "filter); false starts a fresh interpreter per session.",
+    )
     preload: str = Field(
         default="numpy,pandas,matplotlib.pyplot",
         description="Comma-separated modules imported when a session starts, so the first call does not pay for them.",

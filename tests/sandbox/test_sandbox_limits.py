@@ -83,7 +83,9 @@ def test_fork_bomb_is_contained(session: Runner, bystander: Runner, manager: Ses
         == "ok"
     )
     ts = manager.thread_session(session.key)
-    assert ts is not None and len(ts.session.cgroup.pids()) <= 3  # type: ignore[attr-defined]
+    # bwrap, its init and the kernel; a kernel forked from the zygote has bwrap's waiting command besides.
+    forked = getattr(ts.session, "_kernel", None) is not None if ts else False
+    assert ts is not None and len(ts.session.cgroup.pids()) <= 3 + forked  # type: ignore[attr-defined]
     assert_bystander_ok(bystander)
 
 
