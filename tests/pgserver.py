@@ -1,7 +1,9 @@
-"""A throwaway PostgreSQL server for the tests: Debian's ``postgresql`` binaries, a fresh
-cluster in a temporary directory, loopback TCP on a free port, trust auth, fsync off (the
+"""A throwaway PostgreSQL server for the tests: a fresh cluster in a temporary directory, loopback TCP on a free port, trust auth, fsync off (the
 tests measure behaviour, not durability on power loss; ``kill -9`` of Spindle is still real).
 
+The binaries are those of the PyPI package ``pgserver`` (PostgreSQL 16 with the pgvector
+extension, which the vector index on PostgreSQL needs: Debian bookworm packages no pgvector
+for its PostgreSQL 15); without it, Debian's ``postgresql`` (then without pgvector).
 PostgreSQL refuses to run as root, so as root the cluster belongs to the ``postgres`` system
 user (``runuser``). ``start()`` raises ``PostgresUnavailable`` with the reason when the
 binaries are missing, so a test tier can say why it cannot run.
@@ -23,11 +25,28 @@ class PostgresUnavailable(RuntimeError):
     pass
 
 
+def _bundled_bin_dir() -> Path | None:
+    """``pgserver``'s bundled binaries, found through its installed distribution (not by
+    import: this module's own name would shadow the package when ``tests/`` is on the path)."""
+    from importlib import metadata
+
+    try:
+        candidate = Path(str(metadata.distribution("pgserver").locate_file("pgserver/pginstall/bin")))
+    except metadata.PackageNotFoundError:
+        return None
+    if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
+        return candidate
+    return None
+
+
 def _bin_dir() -> Path:
+    bundled = _bundled_bin_dir()
+    if bundled is not None:
+        return bundled
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     if not found:
-        raise PostgresUnavailable("PostgreSQL is not installed (Debian package 'postgresql'; "
-                                  "scripts/setup.sh installs it)")
+        raise PostgresUnavailable("PostgreSQL is not installed (PyPI package 'pgserver' or Debian package "
+                                  "'postgresql'; scripts/setup.sh installs both)")
     return Path(found[-1]).parent
 
 
