@@ -26,16 +26,21 @@ class PostgresUnavailable(RuntimeError):
 
 
 def _bundled_bin_dir() -> Path | None:
-    """``pgserver``'s bundled binaries, found through its installed distribution (not by
-    import: this module's own name would shadow the package when ``tests/`` is on the path)."""
+    """``pgserver``'s bundled binaries: from this interpreter's installed distribution (found
+    without importing it: this module's name would shadow the package when ``tests/`` is on
+    the path), else from the server's venv (``.venv``; the SDK venvs of the e2e tier lack it)."""
     from importlib import metadata
 
+    candidates = []
     try:
-        candidate = Path(str(metadata.distribution("pgserver").locate_file("pgserver/pginstall/bin")))
+        candidates.append(Path(str(metadata.distribution("pgserver").locate_file("pgserver/pginstall/bin"))))
     except metadata.PackageNotFoundError:
-        return None
-    if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
-        return candidate
+        pass
+    repo = Path(__file__).resolve().parents[1]
+    candidates += sorted(Path(p) for p in glob.glob(str(repo / ".venv/lib/python3*/site-packages/pgserver/pginstall/bin")))
+    for candidate in candidates:
+        if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
+            return candidate
     return None
 
 
