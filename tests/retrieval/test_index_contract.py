@@ -108,8 +108,17 @@ def _unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
+def _fieldnorm(length: int) -> int:
+    """Lucene's one-byte length (tantivy's too): exact below 24, then 4 significant bits."""
+    if length < 24:
+        return length
+    rest = length - 24
+    bits = rest.bit_length()
+    return 24 + (rest if bits <= 4 else (rest >> (bits - 4)) << (bits - 4))
+
+
 def _bm25(corpus: dict[int, str], query: str) -> dict[int, float]:
-    """BM25 (k1 = 1.2, b = 0.75, tantivy's idf) summed over the two analysed fields."""
+    """BM25 (k1 = 1.2, b = 0.75, tantivy's idf and field lengths) summed over the two analysed fields."""
     body, exact = analyzers()
     scores: dict[int, float] = {}
     for analyser in (exact, body):
@@ -124,7 +133,7 @@ def _bm25(corpus: dict[int, str], query: str) -> dict[int, float]:
             for cid, counts in docs.items():
                 tf = counts.get(term, 0)
                 if tf:
-                    dl = sum(counts.values())
+                    dl = _fieldnorm(sum(counts.values()))
                     scores[cid] = scores.get(cid, 0.0) + idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * dl / avg))
     return scores
 
@@ -164,6 +173,16 @@ def test_bm25_scores_match_the_formula(open_index: Opener) -> None:
     assert {cid for cid, _ in index.keyword_search("the dog", 10, ["fb"])} <= set(ids_b)
     assert index.keyword_search("the dog", 10, []) == []
     assert index.keyword_search("", 10, None) == [] and index.keyword_search("dog", 0, None) == []
+
+
+def test_bm25_of_long_chunks_uses_the_stored_lengths(open_index: Opener) -> None:
+    index = open_index()
+    texts = [" ".join(["otter"] * a + ["pebble"] * b) for a, b in [(1, 30), (2, 57), (3, 100), (1, 333), (5, 999)]]
+    ids = _add(index, "long", texts)
+    expected = _bm25(dict(zip(ids, texts, strict=True)), "otter")
+    got = index.keyword_search("otter", 10, None)
+    assert [cid for cid, _ in got] == sorted(expected, key=lambda c: (-expected[c], c))
+    assert dict(got) == pytest.approx(expected, rel=1e-4)
 
 
 def got_top(index: SearchIndex, query: str) -> list[tuple[int, float]]:

@@ -9,9 +9,9 @@ and nothing of it sits on one machine's disk.
   words and compound tokens) and stored as postings ``(chunk, field, term, tf, dl)`` plus the
   document frequency of each term and the token totals per field. A query scores with
   tantivy's BM25 (k1 = 1.2, b = 0.75, idf = ln(1 + (N - df + 0.5) / (df + 0.5)), per field,
-  summed). Candidates are read best first per term from an index ordered by each posting's
+  summed; a chunk's length rounded as tantivy stores it, ``fieldnorm``). Candidates are read best first per term from an index ordered by each posting's
   BM25 factor (``impact``, with the statistics when it was written) - at most
-  ``_TERM_DEPTH`` per term, so a word held by every chunk costs a bounded read - and the
+  ``max(200, 4k)`` per term, so a word held by every chunk costs a bounded read - and the
   candidates are then scored exactly over all query terms.
 - **Vectors: pgvector**, one table per store (``vs_index_vec_<key>``, ``vector(dim)``):
   exact inner-product scans while the store is small, an HNSW index (``vector_ip_ops``) once it
@@ -53,6 +53,16 @@ _TERM_DEPTH_MIN = 200  # postings read per query term (at least; 4x the hits ask
 _FIELDS = {"body": 0, "exact": 1}
 _FIELD_NAMES = {0: "body", 1: "exact"}
 _LOCK_NS = 0x56534958  # "VSIX": advisory lock namespace of the stores' index writes
+
+
+def fieldnorm(length: int) -> int:
+    """A field length as tantivy scores it: stored in one byte with Lucene's scheme (exact below
+    24, then 4 significant bits), so BM25 here gives the embedded index's scores, not just close ones."""
+    if length < 24:
+        return length
+    rest = length - 24
+    shift = max(rest.bit_length() - 4, 0)
+    return 24 + ((rest >> shift) << shift)
 
 
 def _np(value: Any) -> np.ndarray:
@@ -201,7 +211,7 @@ class PgStoreIndex:
                               " FROM STDIN") as copy:
                     for chunk_id, fields in zip(ids, analysed, strict=True):
                         for field, counts in enumerate(fields):
-                            dl = sum(counts.values())
+                            dl = fieldnorm(sum(counts.values()))
                             norm = K1 * (1 - B + B * dl / avg[field])
                             for term, tf in counts.items():
                                 copy.write_row((chunk_id, field, term, self.key, tf, dl, tf * (K1 + 1) / (tf + norm)))
