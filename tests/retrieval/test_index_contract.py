@@ -185,6 +185,21 @@ def test_bm25_of_long_chunks_uses_the_stored_lengths(open_index: Opener) -> None
     assert dict(got) == pytest.approx(expected, rel=1e-4)
 
 
+def test_bm25_with_a_term_in_more_chunks_than_are_read_per_term(open_index: Opener) -> None:
+    # "common" is in all 300 chunks (more than the postings read per term); the chunks holding
+    # "needle" rank by both terms, so the part of their score from "common" must be exact too.
+    index = open_index()
+    texts = [" ".join(["common"] * (1 + i % 7) + ["filler"] * (i % 13) + (["needle"] if i % 37 == 5 else []))
+             for i in range(300)]
+    ids = _add(index, "many", texts)
+    expected = _bm25(dict(zip(ids, texts, strict=True)), "common needle")
+    want = sorted(expected, key=lambda c: (-expected[c], c))[:10]
+    got = index.keyword_search("common needle", 10, None)
+    assert [cid for cid, _ in got][:8] == want[:8]  # the 8 needle chunks, in order
+    for cid, score in got:
+        assert score == pytest.approx(expected[cid], rel=1e-4)
+
+
 def got_top(index: SearchIndex, query: str) -> list[tuple[int, float]]:
     return index.keyword_search(query, 10, None)[:1]
 
