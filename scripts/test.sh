@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything, then runs both test tiers:
 #   1. in-process tests (real app, real SQLite, real sandbox and index, scripted upstream),
-#      and the API part of them again on PostgreSQL
+#      and every backend-dependent tier again on PostgreSQL + S3,
 #   then the sandbox in its other modes (rlimits, rootless, cgroup v2 in a user-mode Linux guest)
 #   2. end-to-end tests: the real server driven by the official SDK 3.x, 1.40.x and 1.20.0 and
 #      the azure-ai-agents SDK, once more (SDK 3.x) with the servers on PostgreSQL + S3, and once
@@ -21,10 +21,15 @@ status=0
 .venv/bin/python -m pytest tests/unit tests/upstream $(ls -d tests/sandbox tests/retrieval tests/security 2>/dev/null) \
   -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/inprocess.log" || status=1
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-# The in-process API tiers again on PostgreSQL + S3 (throwaway servers: tests/pgserver.py, tests/s3server.py).
-SPINDLE_TEST_BACKENDS=postgres+s3 .venv/bin/python -m pytest tests/unit tests/security/test_concurrency.py \
-  tests/security/test_counters.py tests/retrieval/test_api.py tests/retrieval/test_tool.py \
-  tests/retrieval/test_forced_search.py -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/postgres.log" || status=1
+# Every in-process tier whose behaviour depends on the backends, again on PostgreSQL + S3
+# (throwaway servers: tests/pgserver.py with pgvector, tests/s3server.py): the whole of
+# tests/unit, tests/security and tests/retrieval (whose apps then keep vector-store indexes in
+# PostgreSQL), and the sandbox tests that run the app (engine, pending parts). The sandbox's own
+# tests (isolation, limits, sessions, the kernel channel) never touch the store: not repeated.
+SPINDLE_TEST_BACKENDS=postgres+s3 .venv/bin/python -m pytest tests/unit tests/security tests/retrieval \
+  tests/sandbox/test_ci_engine.py tests/sandbox/test_ci_pending_parts.py \
+  --ignore=tests/security/test_sandbox_channel.py \
+  -q -p no:cacheprovider "$@" 2>&1 | tee "$LOG_DIR/postgres.log" || status=1
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 # The sandbox in its other modes: rlimits only and rootless on this machine, then cgroup v2 as
 # root and rootless (delegated subtree) in a user-mode Linux guest that mounts only cgroup v2.

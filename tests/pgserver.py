@@ -1,7 +1,9 @@
-"""A throwaway PostgreSQL server for the tests: Debian's ``postgresql`` binaries, a fresh
-cluster in a temporary directory, loopback TCP on a free port, trust auth, fsync off (the
+"""A throwaway PostgreSQL server for the tests: a fresh cluster in a temporary directory, loopback TCP on a free port, trust auth, fsync off (the
 tests measure behaviour, not durability on power loss; ``kill -9`` of Spindle is still real).
 
+The binaries are those of the PyPI package ``pgserver`` (PostgreSQL 16 with the pgvector
+extension, which the vector index on PostgreSQL needs: Debian bookworm packages no pgvector
+for its PostgreSQL 15); without it, Debian's ``postgresql`` (then without pgvector).
 PostgreSQL refuses to run as root, so as root the cluster belongs to the ``postgres`` system
 user (``runuser``). ``start()`` raises ``PostgresUnavailable`` with the reason when the
 binaries are missing, so a test tier can say why it cannot run.
@@ -23,11 +25,33 @@ class PostgresUnavailable(RuntimeError):
     pass
 
 
+def _bundled_bin_dir() -> Path | None:
+    """``pgserver``'s bundled binaries: from this interpreter's installed distribution (found
+    without importing it: this module's name would shadow the package when ``tests/`` is on
+    the path), else from the server's venv (``.venv``; the SDK venvs of the e2e tier lack it)."""
+    from importlib import metadata
+
+    candidates = []
+    try:
+        candidates.append(Path(str(metadata.distribution("pgserver").locate_file("pgserver/pginstall/bin"))))
+    except metadata.PackageNotFoundError:
+        pass
+    repo = Path(__file__).resolve().parents[1]
+    candidates += sorted(Path(p) for p in glob.glob(str(repo / ".venv/lib/python3*/site-packages/pgserver/pginstall/bin")))
+    for candidate in candidates:
+        if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
+            return candidate
+    return None
+
+
 def _bin_dir() -> Path:
+    bundled = _bundled_bin_dir()
+    if bundled is not None:
+        return bundled
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     if not found:
-        raise PostgresUnavailable("PostgreSQL is not installed (Debian package 'postgresql'; "
-                                  "scripts/setup.sh installs it)")
+        raise PostgresUnavailable("PostgreSQL is not installed (PyPI package 'pgserver' or Debian package "
+                                  "'postgresql'; scripts/setup.sh installs both)")
     return Path(found[-1]).parent
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from spindle.retrieval.chunker import Chunk, ChunkingStrategy
 from spindle.retrieval.embedding import Embedder
 from spindle.retrieval.errors import invalid
-from spindle.retrieval.index.store import StoreIndex
+from spindle.retrieval.index.base import SearchIndex
 from spindle.retrieval.parsers.pool import ParserPool, pool_for
 from spindle.retrieval.settings import RetrievalSettings
 
@@ -56,7 +56,7 @@ def usage_bytes(prepared: Prepared, dim: int) -> int:
 
 
 def ingest(
-    index: StoreIndex,
+    index: SearchIndex,
     embedder: Embedder,
     file_id: str,
     filename: str,

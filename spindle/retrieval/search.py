@@ -36,7 +36,7 @@ import numpy as np
 
 from spindle.retrieval import tokenizer
 from spindle.retrieval.embedding import Embedder
-from spindle.retrieval.index.store import StoreIndex
+from spindle.retrieval.index.base import SearchIndex
 from spindle.retrieval.settings import RetrievalSettings
 
 _RARE_CAP = 256  # chunks fetched per rare term: bounds the work on very large stores
@@ -83,7 +83,7 @@ def rare_limit(n_chunks: int, settings: RetrievalSettings) -> int:
     return min(_RARE_CAP, max(settings.rare_term_min_chunks, int(n_chunks * settings.rare_term_fraction)))
 
 
-def exact_like(index: StoreIndex, query: str, settings: RetrievalSettings) -> set[tuple[str, str]]:
+def exact_like(index: SearchIndex, query: str, settings: RetrievalSettings) -> set[tuple[str, str]]:
     """The query's terms that look like identifiers, numbers, names or codes rather than
     ordinary words: every compound token (``INV-2026-0042``), and every word that has a digit,
     a capital after its first letter (``CFOs``, ``iPhone``), a capital while not the query's
@@ -91,7 +91,7 @@ def exact_like(index: StoreIndex, query: str, settings: RetrievalSettings) -> se
     (made-up names, codes: ``Hexlarion``). Ordinary words that merely happen to be rare in a
     store (``immediate``, ``versus``) are left to BM25's weighting: forcing them first measured
     worse on natural-language queries."""
-    terms = {(name, term) for name, term in index.keyword.terms(query) if name == "exact"}
+    terms = {(name, term) for name, term in index.terms(query) if name == "exact"}
     try:
         enc: tokenizer.O200k | None = tokenizer.load(settings.vocab_dir)
     except tokenizer.VocabularyMissing:  # no vocabulary: the lexical tests alone
@@ -103,12 +103,12 @@ def exact_like(index: StoreIndex, query: str, settings: RetrievalSettings) -> se
         if (any(ch.isdigit() for ch in word) or any(ch.isupper() for ch in word[1:])
                 or (position > 0 and word[0].isupper())
                 or (enc is not None and len(enc.encode(" " + word.lower())) > 1)):
-            terms.update(("body", term) for term in index.keyword.word_terms(word))
+            terms.update(("body", term) for term in index.word_terms(word))
     return terms
 
 
 def _vector_ranking(
-    stores: Sequence[tuple[str, StoreIndex]],
+    stores: Sequence[tuple[str, SearchIndex]],
     keys: list[tuple[int, int]],
     query_vec: np.ndarray,
     depth: int,
@@ -127,7 +127,7 @@ def _vector_ranking(
 
 
 def _fuse(
-    stores: Sequence[tuple[str, StoreIndex]],
+    stores: Sequence[tuple[str, SearchIndex]],
     queries: list[str],
     query_vecs: np.ndarray | None,
     allowed: list[list[str] | None],
@@ -205,7 +205,7 @@ def _exact_first(scored: list[tuple[float, _Candidate]]) -> list[tuple[float, _C
 
 
 def _feedback(
-    stores: Sequence[tuple[str, StoreIndex]],
+    stores: Sequence[tuple[str, SearchIndex]],
     ordered: list[_Candidate],
     query_vecs: np.ndarray,
     n_docs: int,
@@ -233,7 +233,7 @@ def _feedback(
 
 
 def search(
-    stores: Sequence[tuple[str, StoreIndex]],
+    stores: Sequence[tuple[str, SearchIndex]],
     queries: list[str],
     embedder: Embedder | None,
     settings: RetrievalSettings,
@@ -264,7 +264,7 @@ def search(
     return _materialise(stores, kept)
 
 
-def _materialise(stores: Sequence[tuple[str, StoreIndex]], kept: list[tuple[float, _Candidate]]) -> list[SearchHit]:
+def _materialise(stores: Sequence[tuple[str, SearchIndex]], kept: list[tuple[float, _Candidate]]) -> list[SearchHit]:
     rows: dict[int, dict[int, Any]] = {}
     for si in {c.store for _, c in kept}:
         rows[si] = stores[si][1].chunk_rows([c.chunk_id for _, c in kept if c.store == si])

@@ -8,8 +8,9 @@ is refused rather than merged. Verification reads both sides again and compares 
 every event and a SHA-256 of every file. Stop the server first: a copy of a store that is
 being written to is not a snapshot.
 
-The vector stores' search indexes live in the data dir and are not copied here; point the new
-installation at the same data dir (they are rebuilt from the stored files otherwise).
+To PostgreSQL, the vector stores' search indexes (``<data_dir>/vector_stores/``) are copied
+into the database too (``spindle.retrieval.index.pgimport``): a server on PostgreSQL searches
+them there. Otherwise they stay in the data dir; point the new installation at it.
 """
 
 from __future__ import annotations
@@ -120,6 +121,20 @@ async def _digest(blobs: BlobStore, key: str) -> str:
     return digest.hexdigest()
 
 
+async def _copy_indexes(root: Path, url: str, report: CopyReport, out: list[str]) -> None:
+    """Every embedded vector-store index under ``root`` into the PostgreSQL index."""
+    if not root.is_dir():
+        return
+    from spindle.retrieval.index.pgimport import import_embedded
+
+    stores = files = chunks = 0
+    for directory in sorted(p for p in root.iterdir() if (p / "chunks.sqlite").is_file()):
+        n_files, n_chunks, problems = await asyncio.to_thread(import_embedded, directory, url)
+        stores, files, chunks = stores + 1, files + n_files, chunks + n_chunks
+        report.problems.extend(problems)
+    out.append(f"search indexes: {stores} vector stores ({files} files, {chunks} chunks) -> PostgreSQL")
+
+
 async def migrate(data_dir: Path, from_db: str, to_db: str, from_blobs: str | None, to_blobs: str | None,
                   out: list[str]) -> CopyReport:
     """Copy metadata ``from_db`` → ``to_db`` and, when both are given, file bytes
@@ -141,6 +156,8 @@ async def migrate(data_dir: Path, from_db: str, to_db: str, from_blobs: str | No
             out.append(f"files: {describe(from_blobs, 'data dir')} -> {describe(to_blobs, 'data dir')}")
             await copy_blobs(source, pair[0], pair[1], report)
         await verify(source, target, pair, report)
+        if to_db.strip().startswith(("postgresql:", "postgres:")):
+            await _copy_indexes(data_dir / "vector_stores", to_db.strip(), report, out)
     finally:
         await source.close()
         await target.close()

@@ -5,6 +5,10 @@ deleting) runs on one of two bounded pools, never on the event loop: ``ingest`` 
 per file being ingested) and ``io`` (searches and small index edits), so a long ingestion
 never delays a search. A store being deleted is closed and removed only once the ingestions
 running against it have finished.
+
+Where indexes live follows the metadata store: with ``SPINDLE_DATABASE_URL`` on PostgreSQL
+they are in the database (``PgStoreIndex``: any process searches any store), otherwise in
+``<data_dir>/vector_stores/<vs_id>/`` (``StoreIndex``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from spindle.retrieval.embedding import Embedder
+from spindle.retrieval.index.base import SearchIndex
 from spindle.retrieval.index.store import StoreIndex
 from spindle.retrieval.settings import RetrievalSettings
+
+if TYPE_CHECKING:
+    from spindle.retrieval.index.pgindex import PgIndexBackend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,13 +38,18 @@ class StoreDropped(Exception):
 
 
 class IndexRegistry:
-    def __init__(self, root: Path, settings: RetrievalSettings, embedder: Embedder) -> None:
+    def __init__(self, root: Path, settings: RetrievalSettings, embedder: Embedder, database_url: str = "") -> None:
         self.root = root
         self.settings = settings
         self.embedder = embedder
         self.ingest_pool = ThreadPoolExecutor(settings.ingest_concurrency, thread_name_prefix="spindle-ingest")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="spindle-vs-io")
-        self._open: dict[str, StoreIndex] = {}
+        self._pg: PgIndexBackend | None = None
+        if database_url.startswith(("postgresql:", "postgres:")):
+            from spindle.retrieval.index.pgindex import PgIndexBackend
+
+            self._pg = PgIndexBackend(database_url, embedder.identity, embedder.dimensions)
+        self._open: dict[str, SearchIndex] = {}
         self._opening: dict[str, asyncio.Lock] = {}
         self._busy: dict[str, int] = {}
         self._idle: dict[str, asyncio.Event] = {}
@@ -45,7 +58,18 @@ class IndexRegistry:
     async def run_io(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.io_pool, fn)
 
-    async def get(self, store_id: str) -> StoreIndex:
+    @property
+    def shared(self) -> bool:
+        """Whether the indexes live in the database (shared by every process)."""
+        return self._pg is not None
+
+    def _open_index(self, store_id: str) -> SearchIndex:
+        if self._pg is not None:
+            return self._pg.open(store_id)
+        directory = self.root / store_id
+        return StoreIndex(directory, self.settings, self.embedder.identity, self.embedder.dimensions)
+
+    async def get(self, store_id: str) -> SearchIndex:
         """The store's index, opened on first use (in a thread: opening replays vectors)."""
         if store_id in self._dropped:
             raise StoreDropped(store_id)
@@ -58,14 +82,11 @@ class IndexRegistry:
             if store_id in self._dropped:
                 raise StoreDropped(store_id)
             if found is None:
-                directory = self.root / store_id
-                found = await self.run_io(
-                    lambda: StoreIndex(directory, self.settings, self.embedder.identity, self.embedder.dimensions)
-                )
+                found = await self.run_io(lambda: self._open_index(store_id))
                 self._open[store_id] = found
             return found
 
-    async def run_ingest(self, store_id: str, fn: Callable[[StoreIndex], T]) -> T:
+    async def run_ingest(self, store_id: str, fn: Callable[[SearchIndex], T]) -> T:
         """Run ``fn(index)`` on the ingest pool, counted so that ``drop`` waits for it.
         Raises ``StoreDropped`` once the store is being deleted."""
         if store_id in self._dropped:
@@ -101,7 +122,10 @@ class IndexRegistry:
         def remove() -> None:
             if index is not None:
                 index.close()
-            shutil.rmtree(directory, ignore_errors=True)
+            if self._pg is not None:
+                self._pg.drop(store_id)
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
 
         await self.run_io(remove)
 
@@ -114,6 +138,9 @@ class IndexRegistry:
                     index.close()
                 except Exception:  # closing the rest matters more than one failure
                     log.exception("closing a vector store index failed")
+
+            if self._pg is not None:
+                self._pg.close()
 
         await self.run_io(close_all)
         self.ingest_pool.shutdown(wait=False, cancel_futures=True)

@@ -17,7 +17,7 @@ from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import new_id, now
 from spindle.retrieval.chunker import ChunkingStrategy
 from spindle.retrieval.embedding import get_embedder
-from spindle.retrieval.index.store import StoreIndex
+from spindle.retrieval.index.base import SearchIndex
 from spindle.retrieval.settings import RetrievalSettings
 from spindle.runtime import Runtime
 from spindle.store.base import (
@@ -51,7 +51,8 @@ class VectorStoreService:
         self.runtime = runtime
         self.store = runtime.store
         self.settings = settings
-        self.indexes = IndexRegistry(runtime.settings.data_dir / "vector_stores", settings, get_embedder(settings))
+        self.indexes = IndexRegistry(runtime.settings.data_dir / "vector_stores", settings, get_embedder(settings),
+                                     runtime.settings.server.database_url.strip())
         self.ledger = Ledger(runtime.store)
         self.worker = IngestWorker(runtime, self.ledger, self.indexes, settings)
         self.search = StoreSearch(self)
@@ -63,7 +64,7 @@ class VectorStoreService:
         await self.worker.stop()
         await self.indexes.close()
 
-    async def _index(self, store_id: str) -> StoreIndex:
+    async def _index(self, store_id: str) -> SearchIndex:
         try:
             return await self.indexes.get(store_id)
         except StoreDropped:  # deleted while this request ran

@@ -33,10 +33,12 @@ _BODY = "spindle_words"
 _EXACT = "spindle_compound"
 _COMPOUND = r"[\p{L}\p{N}]+(?:[-_.,:/#+@][\p{L}\p{N}]+)+"
 _WRITER_HEAP = 64 * 1024 * 1024
-_MAX_QUERY_TERMS = 64
+MAX_QUERY_TERMS = 64
 
 
-def _analyzers() -> tuple[tantivy.TextAnalyzer, tantivy.TextAnalyzer]:
+def analyzers() -> tuple[tantivy.TextAnalyzer, tantivy.TextAnalyzer]:
+    """The ``body`` (words) and ``exact`` (compound tokens) analysers; the PostgreSQL index
+    analyses with the same ones, so both indexes see the same terms."""
     body = (
         tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
         .filter(tantivy.Filter.remove_long(40))
@@ -53,6 +55,16 @@ def _analyzers() -> tuple[tantivy.TextAnalyzer, tantivy.TextAnalyzer]:
         .build()
     )
     return body, exact
+
+
+def query_terms(body: tantivy.TextAnalyzer, exact: tantivy.TextAnalyzer, query: str) -> list[tuple[str, str]]:
+    """``(field, term)`` of a query, in order, deduplicated, at most 64."""
+    seen: dict[tuple[str, str], None] = {}
+    for term in exact.analyze(query):
+        seen.setdefault(("exact", term), None)
+    for term in body.analyze(query):
+        seen.setdefault(("body", term), None)
+    return list(seen)[:MAX_QUERY_TERMS]
 
 
 @dataclass
@@ -76,7 +88,7 @@ class KeywordIndex:
         builder.add_text_field("exact", stored=False, tokenizer_name=_EXACT, index_option="freq")
         self._schema = builder.build()
         self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
-        self._body, self._exact = _analyzers()
+        self._body, self._exact = analyzers()
         self._index.register_tokenizer(_BODY, self._body)
         self._index.register_tokenizer(_EXACT, self._exact)
         # Group commit: a commit costs 40-150 ms (fsync), so changes are queued in memory and
@@ -140,12 +152,7 @@ class KeywordIndex:
 
     def terms(self, query: str) -> list[tuple[str, str]]:
         """``(field, term)`` of the query, in order, deduplicated, at most 64."""
-        seen: dict[tuple[str, str], None] = {}
-        for term in self._exact.analyze(query):
-            seen.setdefault(("exact", term), None)
-        for term in self._body.analyze(query):
-            seen.setdefault(("body", term), None)
-        return list(seen)[:_MAX_QUERY_TERMS]
+        return query_terms(self._body, self._exact, query)
 
     def _restrict(self, query: tantivy.Query, file_ids: list[str] | None) -> tantivy.Query:
         if file_ids is None:

@@ -28,6 +28,7 @@ import numpy as np
 from spindle.retrieval import filters as filter_mod
 from spindle.retrieval.chunker import Chunk
 from spindle.retrieval.embedding.base import windows_of
+from spindle.retrieval.index.base import join_chunks
 from spindle.retrieval.index.chunkstore import ChunkRow, ChunkStore
 from spindle.retrieval.index.keyword import SCHEMA_VERSION, KeywordIndex, RareTerms
 from spindle.retrieval.index.vectors import VectorIndex
@@ -161,6 +162,12 @@ class StoreIndex:
             self._filter_cache[key] = (version, allowed)
         return allowed
 
+    def terms(self, query: str) -> list[tuple[str, str]]:
+        return self.keyword.terms(query)
+
+    def word_terms(self, word: str) -> list[str]:
+        return self.keyword.word_terms(word)
+
     def keyword_search(self, query: str, k: int, allowed_files: list[str] | None) -> list[tuple[int, float]]:
         return self.keyword.search(query, k, allowed_files)
 
@@ -195,14 +202,7 @@ class StoreIndex:
 
     def file_content(self, file_id: str) -> str:
         """The file's parsed text, rebuilt from its overlapping chunks."""
-        parts: list[str] = []
-        covered = 0
-        for start, end, text in self.chunks.file_chunks(file_id):
-            if end <= covered:
-                continue
-            parts.append(text[max(0, covered - start) :])
-            covered = end
-        return "".join(parts)
+        return join_chunks(self.chunks.file_chunks(file_id))
 
     def close(self) -> None:
         """Persist and release; idempotent. The index must not be used afterwards."""
