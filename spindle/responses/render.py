@@ -1,0 +1,251 @@
+"""The Responses renderer: a run's event log, read as a response.
+
+A response is a run (see docs/responses.md); its event log holds the engine's ``thread.*``
+events. ``ResponseRenderer`` reads that log from the start and yields the Responses stream
+(``response.created`` ... ``response.completed``) with its ``sequence_number``s, and keeps the
+response object they describe. Rendering is a pure function of the log, so the same log
+always gives the same events and numbers: a stream resumed with ``starting_after=N`` is the
+same stream from N on, and ``GET /v1/responses/{id}`` is the object the last event carried.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from spindle.engine.events import DONE
+from spindle.store.base import MetadataStore, StoredEvent
+
+# Run statuses as a response shows them (a run being cancelled is still in progress).
+_STATUS = {"queued": "queued", "in_progress": "in_progress", "cancelling": "in_progress",
+           "requires_action": "completed", "completed": "completed", "failed": "failed",
+           "cancelled": "cancelled", "expired": "failed", "incomplete": "incomplete"}
+_INCOMPLETE = {"max_completion_tokens": "max_output_tokens", "max_prompt_tokens": "max_output_tokens",
+               "max_tool_iterations": "max_output_tokens"}
+_ENDINGS = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
+
+
+def function_item_id(call_id: str) -> str:
+    return "fc_" + call_id.removeprefix("call_")
+
+
+def usage_of(run_usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not run_usage:
+        return None
+    return {"input_tokens": run_usage.get("prompt_tokens", 0),
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": run_usage.get("completion_tokens", 0),
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": run_usage.get("total_tokens", 0)}
+
+
+def base_response(run: dict[str, Any]) -> dict[str, Any]:
+    """The response object as it stands before any event (from the stored run)."""
+    fields: dict[str, Any] = run.get("_response") or {}
+    return {
+        "id": run["id"], "object": "response", "created_at": run["created_at"], "status": "queued",
+        "background": bool(fields.get("background")), "error": None, "incomplete_details": None,
+        "instructions": fields.get("instructions"), "max_output_tokens": fields.get("max_output_tokens"),
+        "max_tool_calls": fields.get("max_tool_calls"), "model": run["model"], "output": [],
+        "parallel_tool_calls": run.get("parallel_tool_calls", True),
+        "previous_response_id": fields.get("previous_response_id"),
+        "conversation": {"id": fields["conversation"]} if fields.get("conversation") else None,
+        "reasoning": {"effort": None, "summary": None}, "service_tier": "default",
+        "store": fields.get("store", True), "temperature": run.get("temperature"),
+        "text": fields.get("text") or {"format": {"type": "text"}}, "tool_choice": fields.get("tool_choice", "auto"),
+        "tools": fields.get("tools") or [], "top_p": run.get("top_p"), "truncation": fields.get("truncation") or "disabled",
+        "usage": None, "user": fields.get("user"), "metadata": run.get("metadata") or {}, "completed_at": None,
+    }
+
+
+class ResponseRenderer:
+    def __init__(self, run: dict[str, Any]) -> None:
+        self.response = base_response(run)
+        self.seq = 0
+        self.finished = False
+        self._messages: dict[str, int] = {}  # message id -> output index
+        self._parts: dict[str, set[int]] = {}  # message id -> content indexes announced
+        self._calls: dict[tuple[str, int], int] = {}  # (step id, call index) -> output index
+
+    # -- output -------------------------------------------------------------------------
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        self.seq += 1
+        return {"type": kind, "sequence_number": self.seq, **fields}
+
+    def _snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.response)
+
+    def _apply_run(self, run: dict[str, Any]) -> None:
+        status = _STATUS.get(run.get("status") or "", "in_progress")
+        self.response["status"] = status
+        self.response["usage"] = usage_of(run.get("usage"))
+        self.response["metadata"] = run.get("metadata") or {}
+        error = run.get("last_error")
+        self.response["error"] = {"code": error.get("code") or "server_error", "message": error.get("message") or ""} \
+            if status == "failed" and error else None
+        reason = str((run.get("incomplete_details") or {}).get("reason") or "")
+        self.response["incomplete_details"] = {"reason": _INCOMPLETE.get(reason, "max_output_tokens")} \
+            if status == "incomplete" else None
+        if status == "completed":
+            self.response["completed_at"] = run.get("completed_at")
+
+    # -- input --------------------------------------------------------------------------
+
+    def feed(self, name: str, data: Any) -> list[dict[str, Any]]:
+        """The response events one log event makes (often none)."""
+        if name == DONE:
+            self.finished = True
+            return []
+        if name == "error":
+            return [self._event("error", code=data.get("code"), message=data.get("message") or "", param=None)]
+        if name.startswith("thread.run.step."):
+            return self._step(name, data)
+        if name.startswith("thread.message."):
+            return self._message(name, data)
+        if name.startswith("thread.run."):
+            return self._run(name, data)
+        return []
+
+    def _run(self, name: str, run: dict[str, Any]) -> list[dict[str, Any]]:
+        phase = name.removeprefix("thread.run.")
+        self._apply_run(run)
+        if phase == "created":
+            if not self.response["background"]:
+                self.response["status"] = "in_progress"  # as OpenAI shows a foreground response
+            return [self._event("response.created", response=self._snapshot())]
+        if phase == "queued":
+            return [self._event("response.queued", response=self._snapshot())] if self.response["background"] else []
+        if phase == "in_progress":
+            return [self._event("response.in_progress", response=self._snapshot())]
+        ending = _ENDINGS.get(self.response["status"])
+        if ending is not None and phase in ("completed", "incomplete", "failed", "expired"):
+            return [self._event(ending, response=self._snapshot())]
+        return []  # cancelling / cancelled: OpenAI's stream has no event for them
+
+    def _message(self, name: str, message: dict[str, Any]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        message_id = message["id"]
+        if name == "thread.message.created":
+            index = len(self.response["output"])
+            self._messages[message_id] = index
+            self._parts[message_id] = set()
+            item = {"id": message_id, "type": "message", "status": "in_progress", "content": [], "role": "assistant"}
+            self.response["output"].append(item)
+            return [self._event("response.output_item.added", output_index=index, item=copy.deepcopy(item))]
+        if message_id not in self._messages:
+            return []
+        index = self._messages[message_id]
+        item = self.response["output"][index]
+        if name == "thread.message.delta":
+            for part in message.get("delta", {}).get("content") or []:
+                if part.get("type") != "text":
+                    continue
+                content_index = int(part["index"])
+                events += self._open_part(message_id, index, content_index)
+                delta = (part.get("text") or {}).get("value") or ""
+                item["content"][content_index]["text"] += delta
+                if delta:
+                    events.append(self._event("response.output_text.delta", item_id=message_id, output_index=index,
+                                              content_index=content_index, delta=delta, logprobs=[]))
+            return events
+        if name in ("thread.message.completed", "thread.message.incomplete"):
+            for content_index, part in enumerate(message.get("content") or []):
+                if part.get("type") != "text":
+                    continue
+                events += self._open_part(message_id, index, content_index)
+                text = part["text"]["value"]
+                item["content"][content_index]["text"] = text
+                events.append(self._event("response.output_text.done", item_id=message_id, output_index=index,
+                                          content_index=content_index, text=text, logprobs=[]))
+                events.append(self._event("response.content_part.done", item_id=message_id, output_index=index,
+                                          content_index=content_index, part=copy.deepcopy(item["content"][content_index])))
+            item["status"] = "completed" if name.endswith("completed") else "incomplete"
+            events.append(self._event("response.output_item.done", output_index=index, item=copy.deepcopy(item)))
+        return events
+
+    def _open_part(self, message_id: str, index: int, content_index: int) -> list[dict[str, Any]]:
+        if content_index in self._parts[message_id]:
+            return []
+        self._parts[message_id].add(content_index)
+        content = self.response["output"][index]["content"]
+        while len(content) <= content_index:
+            content.append({"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+        return [self._event("response.content_part.added", item_id=message_id, output_index=index,
+                            content_index=content_index, part=copy.deepcopy(content[content_index]))]
+
+    def _step(self, name: str, step: dict[str, Any]) -> list[dict[str, Any]]:
+        if name == "thread.run.step.delta":
+            details = step.get("delta", {}).get("step_details") or {}
+            events: list[dict[str, Any]] = []
+            for call in details.get("tool_calls") or []:
+                if call.get("type") == "function":
+                    events += self._call_delta(step["id"], call)
+            return events
+        if name != "thread.run.step.completed" or step.get("step_details", {}).get("type") != "tool_calls":
+            return []
+        events = []
+        for position, call in enumerate(step["step_details"]["tool_calls"]):
+            if call.get("type") != "function":
+                continue
+            if call["function"].get("output") is not None:
+                continue  # answered by the server itself (a function that was not offered)
+            events += self._call_delta(step["id"], {"index": position, "id": call["id"], "function": {
+                "name": call["function"]["name"]}})
+            index = self._calls[(step["id"], position)]
+            item = self.response["output"][index]
+            item["arguments"], item["status"] = call["function"].get("arguments") or "", "completed"
+            events.append(self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                                      arguments=item["arguments"], name=item["name"]))
+            events.append(self._event("response.output_item.done", output_index=index, item=copy.deepcopy(item)))
+        return events
+
+    def _call_delta(self, step_id: str, call: dict[str, Any]) -> list[dict[str, Any]]:
+        key = (step_id, int(call.get("index", 0)))
+        function = call.get("function") or {}
+        events: list[dict[str, Any]] = []
+        if key not in self._calls:
+            if not call.get("id"):
+                return []
+            index = len(self.response["output"])
+            self._calls[key] = index
+            item = {"id": function_item_id(call["id"]), "type": "function_call", "status": "in_progress",
+                    "arguments": "", "call_id": call["id"], "name": function.get("name") or ""}
+            self.response["output"].append(item)
+            events.append(self._event("response.output_item.added", output_index=index, item=copy.deepcopy(item)))
+        index = self._calls[key]
+        item = self.response["output"][index]
+        delta = function.get("arguments") or ""
+        if delta and item["status"] == "in_progress":
+            item["arguments"] += delta
+            events.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
+                                      output_index=index, delta=delta))
+        return events
+
+
+async def replay(store: MetadataStore, run: dict[str, Any]) -> ResponseRenderer:
+    """The renderer after the whole log so far (the response as it stands now)."""
+    renderer = ResponseRenderer(run)
+    after = 0
+    while batch := await store.read_events(run["id"], after):
+        for item in batch:
+            after = item.seq
+            renderer.feed(item.event, _data(item))
+        if len(batch) < 1000:
+            break
+    renderer.response["metadata"] = run.get("metadata") or {}  # a client update after the last event
+    return renderer
+
+
+async def rendered(events: AsyncIterator[StoredEvent], renderer: ResponseRenderer) -> AsyncIterator[dict[str, Any]]:
+    async for item in events:
+        for out in renderer.feed(item.event, _data(item)):
+            yield out
+        if renderer.finished:
+            return
+
+
+def _data(item: StoredEvent) -> Any:
+    return json.loads(item.data) if item.data.startswith("{") else item.data

@@ -1,0 +1,116 @@
+"""The Responses API in process: the real app, the real SDK (3.x), the scripted upstream."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import openai
+import pydantic
+import pytest
+from fastapi.testclient import TestClient
+from openai.types.responses import Response, ResponseStreamEvent
+
+from tests.upstream.server import UpstreamHandle
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
+
+
+def sse(text: str) -> list[dict[str, Any]]:
+    """Every frame of a Responses stream, checked: its event line names the data's type."""
+    out = []
+    for frame in text.strip().split("\n\n"):
+        head, data = frame.split("\n")
+        event = json.loads(data.removeprefix("data: "))
+        assert head == f"event: {event['type']}"
+        _EVENT.validate_python(event)  # the SDK's own model for that event type
+        out.append(event)
+    return out
+
+
+def test_text_response_non_streaming(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    upstream.script("capital of France", [{"content": "Paris.", "usage": {"prompt_tokens": 11, "completion_tokens": 2}}])
+    response = client.responses.create(model="m", input="What is the capital of France?", instructions="Be brief.",
+                                       metadata={"k": "v"}, temperature=0.5)
+    assert response.status == "completed" and response.output_text == "Paris."
+    assert response.id.startswith("resp_") and response.object == "response" and response.metadata == {"k": "v"}
+    assert response.usage is not None and (response.usage.input_tokens, response.usage.output_tokens) == (11, 2)
+    assert response.instructions == "Be brief." and response.temperature == 0.5
+    sent = upstream.requests()[-1]
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."},
+                                {"role": "user", "content": "What is the capital of France?"}]
+    again = client.responses.retrieve(response.id)
+    assert again.model_dump() == response.model_dump()
+
+
+def test_stream_events_in_openai_order(http: TestClient, upstream: UpstreamHandle) -> None:
+    upstream.script("count", [{"content": "one two three", "chunk_chars": 4}])
+    body = http.post("/v1/responses", json={"model": "m", "input": "count", "stream": True})
+    assert body.status_code == 200
+    events = sse(body.text)
+    kinds = [e["type"] for e in events]
+    assert kinds[:5] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added", "response.output_text.delta"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "response.completed"]
+    assert [e["sequence_number"] for e in events] == list(range(1, len(events) + 1))
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "one two three"
+    final = Response.model_validate(events[-1]["response"])
+    assert final.output_text == "one two three" and final.status == "completed"
+    # Resuming the stream from any point gives the same events from there.
+    resumed = http.get(f"/v1/responses/{final.id}", params={"stream": "true", "starting_after": 3})
+    assert sse(resumed.text) == events[3:]
+
+
+def test_function_call_then_output(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    upstream.script("weather in Oslo", [{"tool_calls": [{"name": "get_weather", "arguments": '{"city": "Oslo"}'}]}])
+    upstream.script("sunny, 20C", [{"content": "It is sunny in Oslo."}])
+    first = client.responses.create(model="m", input="What is the weather in Oslo?", tools=[WEATHER])
+    assert first.status == "completed"
+    [call] = first.output
+    assert call.type == "function_call" and call.name == "get_weather" and json.loads(call.arguments) == {"city": "Oslo"}
+    second = client.responses.create(model="m", previous_response_id=first.id, tools=[WEATHER], input=[
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 20C"}])
+    assert second.output_text == "It is sunny in Oslo." and second.previous_response_id == first.id
+    sent = upstream.requests()[-1]["messages"]
+    assert sent[0] == {"role": "user", "content": "What is the weather in Oslo?"}
+    assert sent[1]["role"] == "assistant" and sent[1]["tool_calls"][0]["id"] == call.call_id
+    assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny, 20C"}
+    items = client.responses.input_items.list(second.id).data
+    assert [i.type for i in items] == ["function_call_output"]
+
+
+def test_errors_name_the_param(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.responses.create(model="m", input="hi", previous_response_id="resp_nope")
+    assert missing.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.responses.create(model="m", input=[{"type": "message", "role": "robot", "content": "x"}])
+    assert bad.value.body["param"] == "input[0].role"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as orphan:
+        client.responses.create(model="m", input=[{"type": "function_call_output", "call_id": "c1", "output": "x"}])
+    assert orphan.value.body["param"] == "input[0].call_id"  # type: ignore[index]
+
+
+def test_store_false_keeps_nothing(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    response = client.responses.create(model="m", input="forget me", store=False)
+    assert response.output_text == "You said: forget me" and response.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+
+
+def test_background_and_cancel(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    upstream.script("slowly", [{"content": "a b c d e f g h", "chunk_chars": 1, "delay_ms": 200}])
+    response = client.responses.create(model="m", input="answer slowly", background=True)
+    assert response.status == "queued" and response.background is True
+    deadline = time.monotonic() + 10
+    while client.responses.retrieve(response.id).status == "queued" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cancelled = client.responses.cancel(response.id)
+    assert cancelled.status == "cancelled"
+    assert client.responses.retrieve(response.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(response.id)
