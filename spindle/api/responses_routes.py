@@ -74,7 +74,7 @@ async def create_response(request: Request, ctx: RequestContext = Depends(reques
         stream = rendered(runtime_of(request).events.follow(run["id"]), ResponseRenderer(run))
         return _sse(stream, run["id"], None if keep else forget)
     if fields.get("background"):
-        return JSONResponse(await service.get(ctx.project, run["id"]))
+        return JSONResponse(ResponseRenderer(run).response)  # as created: queued
     try:
         return JSONResponse(await service.wait(ctx.project, run))
     finally:

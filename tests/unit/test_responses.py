@@ -114,3 +114,77 @@ def test_background_and_cancel(client: openai.OpenAI, upstream: UpstreamHandle) 
     assert client.responses.retrieve(response.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError):
         client.responses.cancel(response.id)
+
+
+def test_conversation_reads_and_extends(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    conversation = client.conversations.create(items=[{"type": "message", "role": "user", "content": "My name is Ada."}],
+                                               metadata={"topic": "names"})
+    assert conversation.id.startswith("conv_") and conversation.metadata == {"topic": "names"}
+    upstream.script("What is my name", [{"content": "Your name is Ada."}])
+    first = client.responses.create(model="m", conversation=conversation.id, input="What is my name?")
+    assert first.output_text == "Your name is Ada." and first.conversation is not None
+    assert first.conversation.id == conversation.id
+    assert upstream.requests()[-1]["messages"] == [{"role": "user", "content": "My name is Ada."},
+                                                   {"role": "user", "content": "What is my name?"}]
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [(i.type, getattr(i, "role", None)) for i in items] == [
+        ("message", "user"), ("message", "user"), ("message", "assistant")]
+    assert items[2].id == first.output[0].id
+    client.responses.create(model="m", conversation=conversation.id, input="again")
+    sent = upstream.requests()[-1]["messages"]
+    assert [m["content"] for m in sent] == ["My name is Ada.", "What is my name?", "Your name is Ada.", "again"]
+    # Deleting an item (one the response wrote) takes it out of what the next response reads.
+    client.conversations.items.delete(items[2].id, conversation_id=conversation.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(items[2].id, conversation_id=conversation.id)
+    remaining = client.conversations.items.list(conversation.id, order="asc").data
+    assert [i.id for i in remaining][:2] == [items[0].id, items[1].id] and items[2].id not in {i.id for i in remaining}
+    assert len(remaining) == 4  # Ada, the question, "again" and the second answer
+    added = client.conversations.items.create(conversation.id, items=[
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "extra"}]}])
+    assert client.conversations.items.retrieve(added.data[0].id, conversation_id=conversation.id).id == added.data[0].id
+    updated = client.conversations.update(conversation.id, metadata={"topic": "other"})
+    assert updated.metadata == {"topic": "other"}
+    assert client.conversations.delete(conversation.id).deleted is True
+    with pytest.raises(openai.NotFoundError) as gone:
+        client.responses.create(model="m", conversation=conversation.id, input="hi")
+    assert gone.value.body["param"] == "conversation"  # type: ignore[index]
+
+
+def test_parse_passes_the_json_schema(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    class City(pydantic.BaseModel):
+        name: str
+        population: int
+
+    upstream.script("biggest city", [{"content": '{"name": "Tokyo", "population": 37000000}'}])
+    parsed = client.responses.parse(model="m", input="The biggest city?", text_format=City)
+    assert parsed.output_parsed == City(name="Tokyo", population=37000000)
+    sent = upstream.requests()[-1]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "City"
+    assert sent["json_schema"]["strict"] is True and sent["json_schema"]["schema"]["required"] == ["name", "population"]
+
+
+def test_sdk_stream_helper_and_azure_v1(http: TestClient, upstream: UpstreamHandle) -> None:
+    azure = openai.OpenAI(base_url="http://testserver/openai/v1", api_key="sk-test", http_client=http, max_retries=0,
+                          default_headers={"api-key": "sk-test"})
+    upstream.script("weather in Rome", [{"content": "Let me check.", "tool_calls": [
+        {"name": "get_weather", "arguments": '{"city": "Rome"}'}]}])
+    with azure.responses.stream(model="m", input="weather in Rome?", tools=[WEATHER]) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert [o.type for o in final.output] == ["message", "function_call"]
+    assert final.output_text == "Let me check."
+    assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+    assert kinds.index("response.function_call_arguments.done") < kinds.index("response.completed")
+    assert azure.responses.delete(final.id) is None  # the SDK reads no body; OpenAI's is below
+    assert http.delete(f"/openai/v1/responses/{final.id}", headers={"api-key": "sk-test"}).status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        azure.responses.retrieve(final.id)
+
+
+def test_input_tokens_and_unknown_item_reference(client: openai.OpenAI) -> None:
+    counted = client.responses.input_tokens.count(model="m", input="a" * 400)
+    assert counted.object == "response.input_tokens" and 90 <= counted.input_tokens <= 130
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.responses.create(model="m", input=[{"type": "item_reference", "id": "msg_nope"}])
+    assert bad.value.body["param"] == "input[0].id"  # type: ignore[index]
