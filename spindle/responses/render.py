@@ -67,6 +67,7 @@ class ResponseRenderer:
         self.finished = False
         self._messages: dict[str, int] = {}  # message id -> output index
         self._parts: dict[str, set[int]] = {}  # message id -> content indexes announced
+        self._closed: set[str] = set()  # messages whose done events were sent
         self._calls: dict[tuple[str, int], int] = {}  # (step id, call index) -> output index
 
     # -- output -------------------------------------------------------------------------
@@ -152,18 +153,41 @@ class ResponseRenderer:
                                               content_index=content_index, delta=delta, logprobs=[]))
             return events
         if name in ("thread.message.completed", "thread.message.incomplete"):
-            for content_index, part in enumerate(message.get("content") or []):
-                if part.get("type") != "text":
-                    continue
-                events += self._open_part(message_id, index, content_index)
-                text = part["text"]["value"]
-                item["content"][content_index]["text"] = text
-                events.append(self._event("response.output_text.done", item_id=message_id, output_index=index,
-                                          content_index=content_index, text=text, logprobs=[]))
-                events.append(self._event("response.content_part.done", item_id=message_id, output_index=index,
-                                          content_index=content_index, part=copy.deepcopy(item["content"][content_index])))
-            item["status"] = "completed" if name.endswith("completed") else "incomplete"
-            events.append(self._event("response.output_item.done", output_index=index, item=copy.deepcopy(item)))
+            texts = {i: p["text"]["value"] for i, p in enumerate(message.get("content") or []) if p.get("type") == "text"}
+            status = "completed" if name.endswith("completed") else "incomplete"
+            if message_id in self._closed:  # closed early (a function call followed): only the object
+                for content_index, text in texts.items():
+                    item["content"][content_index]["text"] = text
+                item["status"] = status
+                return []
+            return self._close_message(message_id, texts, status)
+        return events
+
+    def _close_message(self, message_id: str, texts: dict[int, str], status: str) -> list[dict[str, Any]]:
+        self._closed.add(message_id)
+        index = self._messages[message_id]
+        item = self.response["output"][index]
+        events: list[dict[str, Any]] = []
+        for content_index, text in sorted(texts.items()):
+            events += self._open_part(message_id, index, content_index)
+            item["content"][content_index]["text"] = text
+            events.append(self._event("response.output_text.done", item_id=message_id, output_index=index,
+                                      content_index=content_index, text=text, logprobs=[]))
+            events.append(self._event("response.content_part.done", item_id=message_id, output_index=index,
+                                      content_index=content_index, part=copy.deepcopy(item["content"][content_index])))
+        item["status"] = status
+        events.append(self._event("response.output_item.done", output_index=index, item=copy.deepcopy(item)))
+        return events
+
+    def _close_open_messages(self) -> list[dict[str, Any]]:
+        """OpenAI's items follow one another: a message is done before a function call starts
+        (the engine closes it only after the model's turn; its text is complete by then)."""
+        events: list[dict[str, Any]] = []
+        for message_id, index in self._messages.items():
+            if message_id not in self._closed:
+                content = self.response["output"][index]["content"]
+                texts = {i: p["text"] for i, p in enumerate(content) if p.get("type") == "output_text"}
+                events += self._close_message(message_id, texts, "completed")
         return events
 
     def _open_part(self, message_id: str, index: int, content_index: int) -> list[dict[str, Any]]:
@@ -190,8 +214,8 @@ class ResponseRenderer:
         for position, call in enumerate(step["step_details"]["tool_calls"]):
             if call.get("type") != "function":
                 continue
-            if call["function"].get("output") is not None:
-                continue  # answered by the server itself (a function that was not offered)
+            if call["function"].get("output") is not None or (position > 0 and not self.response["parallel_tool_calls"]):
+                continue  # answered by the server itself (a function that was not offered), or dropped
             events += self._call_delta(step["id"], {"index": position, "id": call["id"], "function": {
                 "name": call["function"]["name"]}})
             index = self._calls[(step["id"], position)]
@@ -204,11 +228,14 @@ class ResponseRenderer:
 
     def _call_delta(self, step_id: str, call: dict[str, Any]) -> list[dict[str, Any]]:
         key = (step_id, int(call.get("index", 0)))
+        if key[1] > 0 and not self.response["parallel_tool_calls"]:
+            return []  # the engine keeps only a turn's first call then: never announce the others
         function = call.get("function") or {}
         events: list[dict[str, Any]] = []
         if key not in self._calls:
             if not call.get("id"):
                 return []
+            events += self._close_open_messages()
             index = len(self.response["output"])
             self._calls[key] = index
             item = {"id": function_item_id(call["id"]), "type": "function_call", "status": "in_progress",
