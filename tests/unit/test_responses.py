@@ -188,3 +188,67 @@ def test_input_tokens_and_unknown_item_reference(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         client.responses.create(model="m", input=[{"type": "item_reference", "id": "msg_nope"}])
     assert bad.value.body["param"] == "input[0].id"  # type: ignore[index]
+
+
+def test_projects_keep_responses_and_conversations_apart(make_app: Any) -> None:
+    http = make_app(api_keys="key-a:alpha,key-b:beta")
+    a = openai.OpenAI(base_url="http://testserver/v1", api_key="key-a", http_client=http, max_retries=0)
+    b = openai.OpenAI(base_url="http://testserver/v1", api_key="key-b", http_client=http, max_retries=0)
+    response = a.responses.create(model="m", input="mine")
+    conversation = a.conversations.create()
+    with pytest.raises(openai.NotFoundError):
+        b.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError) as chained:
+        b.responses.create(model="m", input="x", previous_response_id=response.id)
+    assert chained.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        b.conversations.retrieve(conversation.id)
+    with pytest.raises(openai.NotFoundError):
+        b.responses.create(model="m", input="x", conversation=conversation.id)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url="http://testserver/v1", api_key="nope", http_client=http,
+                      max_retries=0).responses.retrieve(response.id)
+
+
+def test_store_false_stream_keeps_nothing_either(http: TestClient, client: openai.OpenAI) -> None:
+    body = http.post("/v1/responses", json={"model": "m", "input": "stream and forget", "stream": True, "store": False})
+    events = sse(body.text)
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"]["store"] is False
+    response_id = events[0]["response"]["id"]
+    deadline = time.monotonic() + 5
+    while http.get(f"/v1/responses/{response_id}").status_code != 404 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the purge runs as the stream closes
+    assert http.get(f"/v1/responses/{response_id}").status_code == 404
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="m", input="x", background=True, store=False)
+    assert refused.value.body["param"] == "background"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format"),
+    ({"model": "m", "input": "x", "temperature": 3}, "temperature"),
+    ({"model": "m", "input": 5}, "input"),
+    ({"model": "m", "input": [{"type": "function_call_output", "call_id": 1, "output": "x"}]}, "input[0].call_id"),
+    ({"model": "m", "input": "x", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
+    ({"model": "m", "input": "x", "include": ["file_search_call.results"]}, "include"),
+    ({"input": "x"}, "model"),
+    ({"model": "m", "input": []}, "input"),
+])
+def test_bad_requests_are_400_naming_the_param(http: TestClient, body: dict[str, Any], param: str) -> None:
+    answer = http.post("/v1/responses", json=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"].startswith(param), answer.json()
+
+
+def test_delete_while_running_and_upstream_failure(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    upstream.script("long one", [{"content": "z" * 200, "chunk_chars": 1, "delay_ms": 50}])
+    running = client.responses.create(model="m", input="a long one", background=True)
+    client.responses.delete(running.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(running.id)
+    upstream.script("break it", [{"error": {"status": 500, "message": "upstream down", "type": "server_error"}}])
+    failed = client.responses.create(model="m", input="break it")
+    assert failed.status == "failed" and failed.error is not None and failed.error.code
+    streamed = client.responses.create(model="m", input="break it", stream=True)
+    kinds = [event.type for event in streamed]
+    assert kinds == ["response.created", "response.in_progress", "error", "response.failed"]
