@@ -12,20 +12,40 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from spindle.engine import objects
 from spindle.engine.events import event
 from spindle.engine.execution import Execution
 from spindle.responses import history
+from spindle.responses.render import BUILTIN_DONE
+from spindle.store.base import AppendEvent
 
 
 class ResponseExecution(Execution):
     async def _load(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         thread = await self.store.get("thread", self.run["thread_id"], self.project)
+        # The request's file_search tool names its stores; the engine's tool reads them here.
+        store_ids = [i for t in (self.run.get("_response") or {}).get("tools") or [] if t.get("type") == "file_search"
+                     for i in t.get("vector_store_ids") or []]
+        resources = {"file_search": {"vector_store_ids": store_ids}} if store_ids else {}
         assistant = {"id": None, "object": "assistant", "model": self.run["model"], "tools": self.run["tools"],
-                     "tool_resources": self.run.get("tool_resources") or {}, "instructions": ""}
+                     "tool_resources": resources, "instructions": ""}
         return thread, assistant
+
+    async def _run_builtin(self, step: dict[str, Any], call: Any, builtin: Any) -> None:
+        """As for runs, then one more log event with what the Responses item shows and the
+        Assistants step does not (a file search's queries): ``spindle.builtin_call.done``."""
+        await super()._run_builtin(step, call, builtin)
+        final = next(c for c in step["step_details"]["tool_calls"] if c["id"] == call.id)
+        data: dict[str, Any] = {"id": call.id, "type": final["type"]}
+        if final["type"] == "file_search":
+            data["queries"] = file_search_queries(call.arguments)
+            data["results"] = [{"file_id": r["file_id"], "filename": r.get("file_name") or "", "score": r.get("score"),
+                                "text": "".join(p.get("text") or "" for p in r.get("content") or []),
+                                "attributes": {}} for r in final["file_search"].get("results") or []]
+        await self.write([AppendEvent(self.run["id"], BUILTIN_DONE, data)])
 
     async def _history(self, thread_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         items = await history.context_items(self.store, self.project, self.run)
@@ -38,3 +58,14 @@ class ResponseExecution(Execution):
                                                      item["function"].get("arguments") or "")
         objects.finish_step(step, "completed")
         await self.set_status("completed", [self.put_step(step), event("thread.run.step.completed", step)], done=True)
+
+
+def file_search_queries(arguments: str) -> list[str]:
+    """The queries of a file_search call as the model wrote them (bounded, strings only)."""
+    try:
+        args = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return []
+    raw = args.get("queries", args.get("query")) if isinstance(args, dict) else None
+    raw = [raw] if isinstance(raw, str) else raw
+    return [q[:2000] for q in raw if isinstance(q, str)][:8] if isinstance(raw, list) else []

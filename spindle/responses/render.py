@@ -25,10 +25,36 @@ _STATUS = {"queued": "queued", "in_progress": "in_progress", "cancelling": "in_p
 _INCOMPLETE = {"max_completion_tokens": "max_output_tokens", "max_prompt_tokens": "max_output_tokens",
                "max_tool_iterations": "max_output_tokens"}
 _ENDINGS = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
+# Written by ResponseExecution after a built-in tool call: what the item shows beyond the step.
+BUILTIN_DONE = "spindle.builtin_call.done"
+_ITEM_PREFIX = {"function": "fc_", "file_search": "fs_"}
 
 
-def function_item_id(call_id: str) -> str:
-    return "fc_" + call_id.removeprefix("call_")
+def function_item_id(call_id: str, kind: str = "function") -> str:
+    return _ITEM_PREFIX.get(kind, "fc_") + call_id.removeprefix("call_")
+
+
+def strip_markers(segment: str, raw_offset: int, clean_offset: int, annotations: list[dict[str, Any]],
+                  filenames: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """The engine's text keeps citation markers (``【0:1†a.pdf】``, the Assistants form) with
+    annotations spanning them; a response's text has no markers and each ``file_citation``
+    says where it belongs (``index`` in the text). ``raw_offset``/``clean_offset``: where
+    ``segment`` starts in the raw and in the cleaned text."""
+    out: list[str] = []
+    notes: list[dict[str, Any]] = []
+    cursor = 0
+    for note in sorted(annotations, key=lambda a: int(a.get("start_index") or 0)):
+        citation = note.get("file_citation") if note.get("type") == "file_citation" else None
+        start, end = int(note.get("start_index") or 0) - raw_offset, int(note.get("end_index") or 0) - raw_offset
+        if not isinstance(citation, dict) or not 0 <= start <= end <= len(segment) or start < cursor:
+            continue
+        out.append(segment[cursor:start])
+        cursor = end
+        file_id = str(citation.get("file_id") or "")
+        notes.append({"type": "file_citation", "file_id": file_id, "filename": filenames.get(file_id, ""),
+                      "index": clean_offset + sum(len(p) for p in out)})
+    out.append(segment[cursor:])
+    return "".join(out), notes
 
 
 def usage_of(run_usage: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -68,6 +94,10 @@ class ResponseRenderer:
         self._messages: dict[str, int] = {}  # message id -> output index
         self._parts: dict[str, set[int]] = {}  # message id -> content indexes announced
         self._closed: set[str] = set()  # messages whose done events were sent
+        self._raw: dict[tuple[str, int], int] = {}  # (message id, content index) -> raw characters seen
+        self._builtin: dict[str, int] = {}  # built-in call id -> output index
+        self._filenames: dict[str, str] = {}  # file id -> name, from the file searches so far
+        self._include = set((run.get("_response") or {}).get("include") or [])
         self._calls: dict[tuple[str, int], int] = {}  # (step id, call index) -> output index
 
     # -- output -------------------------------------------------------------------------
@@ -102,6 +132,8 @@ class ResponseRenderer:
             return []
         if name == "error":
             return [self._event("error", code=data.get("code"), message=data.get("message") or "", param=None)]
+        if name == BUILTIN_DONE:
+            return self._builtin_done(data)
         if name.startswith("thread.run.step."):
             return self._step(name, data)
         if name.startswith("thread.message."):
@@ -146,24 +178,40 @@ class ResponseRenderer:
                     continue
                 content_index = int(part["index"])
                 events += self._open_part(message_id, index, content_index)
-                delta = (part.get("text") or {}).get("value") or ""
-                item["content"][content_index]["text"] += delta
+                raw = (part.get("text") or {}).get("value") or ""
+                target = item["content"][content_index]
+                delta, notes = strip_markers(raw, self._raw.get((message_id, content_index), 0), len(target["text"]),
+                                             (part.get("text") or {}).get("annotations") or [], self._filenames)
+                self._raw[(message_id, content_index)] = self._raw.get((message_id, content_index), 0) + len(raw)
+                target["text"] += delta
                 if delta:
                     events.append(self._event("response.output_text.delta", item_id=message_id, output_index=index,
                                               content_index=content_index, delta=delta, logprobs=[]))
+                for note in notes:
+                    target["annotations"].append(note)
+                    events.append(self._event("response.output_text.annotation.added", item_id=message_id,
+                                              output_index=index, content_index=content_index,
+                                              annotation_index=len(target["annotations"]) - 1, annotation=note))
             return events
         if name in ("thread.message.completed", "thread.message.incomplete"):
-            texts = {i: p["text"]["value"] for i, p in enumerate(message.get("content") or []) if p.get("type") == "text"}
+            texts: dict[int, str] = {}
+            cited: dict[int, list[dict[str, Any]]] = {}
+            for i, part in enumerate(message.get("content") or []):
+                if part.get("type") == "text":
+                    texts[i], cited[i] = strip_markers(part["text"]["value"], 0, 0,
+                                                       part["text"].get("annotations") or [], self._filenames)
             status = "completed" if name.endswith("completed") else "incomplete"
             if message_id in self._closed:  # closed early (a function call followed): only the object
                 for content_index, text in texts.items():
-                    item["content"][content_index]["text"] = text
+                    if content_index < len(item["content"]):
+                        item["content"][content_index].update(text=text, annotations=cited[content_index])
                 item["status"] = status
                 return []
-            return self._close_message(message_id, texts, status)
+            return self._close_message(message_id, texts, status, cited)
         return events
 
-    def _close_message(self, message_id: str, texts: dict[int, str], status: str) -> list[dict[str, Any]]:
+    def _close_message(self, message_id: str, texts: dict[int, str], status: str,
+                       notes: dict[int, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
         self._closed.add(message_id)
         index = self._messages[message_id]
         item = self.response["output"][index]
@@ -171,6 +219,8 @@ class ResponseRenderer:
         for content_index, text in sorted(texts.items()):
             events += self._open_part(message_id, index, content_index)
             item["content"][content_index]["text"] = text
+            if notes is not None:
+                item["content"][content_index]["annotations"] = notes[content_index]
             events.append(self._event("response.output_text.done", item_id=message_id, output_index=index,
                                       content_index=content_index, text=text, logprobs=[]))
             events.append(self._event("response.content_part.done", item_id=message_id, output_index=index,
@@ -207,6 +257,8 @@ class ResponseRenderer:
             for call in details.get("tool_calls") or []:
                 if call.get("type") == "function":
                     events += self._call_delta(step["id"], call)
+                elif call.get("type") == "file_search" and call.get("id") and call["id"] not in self._builtin:
+                    events += self._file_search_added(call["id"])
             return events
         if name != "thread.run.step.completed" or step.get("step_details", {}).get("type") != "tool_calls":
             return []
@@ -224,6 +276,33 @@ class ResponseRenderer:
             events.append(self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
                                       arguments=item["arguments"], name=item["name"]))
             events.append(self._event("response.output_item.done", output_index=index, item=copy.deepcopy(item)))
+        return events
+
+    def _file_search_added(self, call_id: str) -> list[dict[str, Any]]:
+        events = self._close_open_messages()
+        index = len(self.response["output"])
+        self._builtin[call_id] = index
+        item: dict[str, Any] = {"id": function_item_id(call_id, "file_search"), "type": "file_search_call", "status": "in_progress",
+                "queries": [], "results": None}
+        self.response["output"].append(item)
+        events.append(self._event("response.output_item.added", output_index=index, item=copy.deepcopy(item)))
+        events.append(self._event("response.file_search_call.in_progress", item_id=item["id"], output_index=index))
+        item["status"] = "searching"
+        events.append(self._event("response.file_search_call.searching", item_id=item["id"], output_index=index))
+        return events
+
+    def _builtin_done(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        if data.get("type") != "file_search":
+            return []
+        events = [] if data["id"] in self._builtin else self._file_search_added(data["id"])
+        index = self._builtin[data["id"]]
+        item = self.response["output"][index]
+        results = list(data.get("results") or [])
+        self._filenames.update({r["file_id"]: r.get("filename") or "" for r in results})
+        item.update(status="completed", queries=list(data.get("queries") or []),
+                    results=results if "file_search_call.results" in self._include else None)
+        events.append(self._event("response.file_search_call.completed", item_id=item["id"], output_index=index))
+        events.append(self._event("response.output_item.done", output_index=index, item=copy.deepcopy(item)))
         return events
 
     def _call_delta(self, step_id: str, call: dict[str, Any]) -> list[dict[str, Any]]:

@@ -28,12 +28,26 @@ def _not_found(response_id: str, param: str = "response_id") -> NotFoundError:
 
 
 def _run_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Responses' flat function tools as the engine's (chat-shaped) tools."""
+    """Responses' flat tools as the engine's (Assistants-shaped) tools; a file_search tool's
+    vector stores become the response's tool_resources (``ResponseExecution._load``)."""
     out = []
     for tool in tools:
+        if tool["type"] == "file_search":
+            options = {k: tool[k] for k in ("max_num_results", "ranking_options") if tool.get(k) is not None}
+            out.append({"type": "file_search", "file_search": options})
+            continue
         function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
         out.append({"type": "function", "function": function})
     return out
+
+
+def _shown_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool as the response object shows it (OpenAI's defaults filled in)."""
+    if tool["type"] == "file_search":
+        return {"type": "file_search", "vector_store_ids": tool["vector_store_ids"], "filters": None,
+                "max_num_results": tool.get("max_num_results") or 20,
+                "ranking_options": {"ranker": "auto", "score_threshold": 0.0, **(tool.get("ranking_options") or {})}}
+    return {**tool, "strict": tool.get("strict", True)}
 
 
 def _run_tool_choice(choice: Any) -> Any:
@@ -144,13 +158,18 @@ class ResponseService:
         if choice == "required" and not tools:
             raise InvalidRequestError("tool_choice 'required' needs at least one tool.", param="tool_choice",
                                       code="invalid_value")
-        for value in fields.get("include") or []:
-            raise InvalidRequestError(f"Invalid value for 'include': '{value}' is not supported by this server.",
-                                      param="include", code="invalid_value")
+
+    async def _check_stores(self, project: str, tools: list[dict[str, Any]]) -> None:
+        for i, tool in enumerate(tools):
+            for j, store_id in enumerate(tool.get("vector_store_ids") or []):
+                if await self.store.get("vector_store", store_id, project) is None:
+                    raise NotFoundError(f"Vector store with id '{store_id}' not found.",
+                                        param=f"tools[{i}].vector_store_ids[{j}]")
 
     async def create(self, project: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Check, write the response and its hidden thread with the first events, launch it."""
         self._check(fields)
+        await self._check_stores(project, fields.get("tools") or [])
         before, own = await self._resolve(project, fields)
         item_rules.check_calls([*before, *own], first_new=len(before))
         if not own:
@@ -174,8 +193,8 @@ class ResponseService:
             "max_output_tokens": fields.get("max_output_tokens"), "max_tool_calls": fields.get("max_tool_calls"),
             "previous_response_id": fields.get("previous_response_id"), "conversation": fields.get("conversation"),
             "store": fields.get("store") is not False, "text": fields.get("text") or {"format": {"type": "text"}},
-            "tool_choice": fields.get("tool_choice") or "auto", "tools": [{**t, "strict": t.get("strict", True)}
-                                                                        for t in tools],
+            "tool_choice": fields.get("tool_choice") or "auto", "tools": [_shown_tool(t) for t in tools],
+            "include": list(fields.get("include") or []),
             "truncation": fields.get("truncation") or "disabled", "user": fields.get("user")}})
         ops: list[Op] = [Put("thread", thread, project), Put("run", run, project, parent=thread_id),
                          event("thread.run.created", run), event("thread.run.queued", run)]

@@ -3,15 +3,28 @@ known ones checked with OpenAI's limits, so a bad value is a 400 naming its para
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from spindle.schemas.common import FunctionDef, Loose, Metadata, check_metadata
+from spindle.schemas.common import FunctionDef, Loose, Metadata, RankingOptions, check_metadata
+
+INCLUDE_VALUES = ("file_search_call.results",)
 
 
 class FunctionTool(FunctionDef):
     type: Literal["function"]
+
+
+class FileSearchTool(Loose):
+    type: Literal["file_search"]
+    vector_store_ids: list[str] = Field(min_length=1, max_length=2)
+    max_num_results: int | None = Field(default=None, ge=1, le=50)
+    ranking_options: RankingOptions | None = None
+    filters: None = None  # metadata filters in a response's search are not served yet (a 400, not ignored)
+
+
+Tool = Annotated[FunctionTool | FileSearchTool, Field(discriminator="type")]
 
 
 class FormatText(Loose):
@@ -56,7 +69,7 @@ class ResponseFields(Loose):
     store: bool | None = None
     background: bool | None = None
     stream: bool | None = None
-    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    tools: list[Tool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction | ToolChoiceHosted | None = None
     parallel_tool_calls: bool | None = None
     max_output_tokens: int | None = Field(default=None, ge=16)
@@ -66,7 +79,7 @@ class ResponseFields(Loose):
     text: TextConfig | None = None
     metadata: Metadata = None
     truncation: Literal["auto", "disabled"] | None = None
-    include: list[str] | None = None
+    include: list[Literal["file_search_call.results"]] | None = None
     user: str | None = Field(default=None, max_length=512)
 
     _meta = field_validator("metadata", mode="before")(lambda cls, v: check_metadata(v))
@@ -77,9 +90,9 @@ class ResponseFields(Loose):
         if isinstance(value, list):
             for i, tool in enumerate(value):
                 kind = tool.get("type") if isinstance(tool, dict) else None
-                if kind != "function":
+                if kind not in ("function", "file_search"):
                     raise ValueError(f"tools[{i}]: tool type '{kind}' is not supported by this server "
-                                     "(supported: function)")
+                                     "(supported: function, file_search)")
         return value
 
 
@@ -89,7 +102,7 @@ class InputTokensFields(Loose):
     instructions: str | None = Field(default=None, max_length=256000)
     previous_response_id: str | None = None
     conversation: str | ConversationRef | None = None
-    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    tools: list[Tool] | None = Field(default=None, max_length=128)
 
 
 class ConversationFields(Loose):

@@ -221,3 +221,48 @@ def test_kill9_during_a_background_response(start_server: Any, upstream: harness
     upstream.script("after the crash", [{"content": "fine"}])
     assert client.responses.create(model="gpt-4o", input="after the crash").output_text == "fine"
     client.close()
+
+
+def test_file_search_cites_the_file(openai_client: Any, upstream: harness.Upstream, tmp_path: Any) -> None:
+    upstream.script("shares outstanding", [
+        {"tool_calls": [{"name": "file_search", "arguments": json.dumps({"queries": ["shares outstanding Q3"]})}]},
+        {"content": "There were 48,213,772 shares {{marker:0}} at the end of Q3.", "chunk_chars": 3}])
+    store = openai_client.vector_stores.create(name="filings")
+    (tmp_path / "q3.txt").write_text("Quarterly filing Q3. Shares outstanding at quarter end: 48,213,772.\n")
+    (tmp_path / "minutes.txt").write_text("Board minutes. The board approved a dividend of 0.42 dollars per share.\n")
+    handles = [open(tmp_path / name, "rb") for name in ("q3.txt", "minutes.txt")]
+    batch = openai_client.vector_stores.file_batches.upload_and_poll(vector_store_id=store.id, files=handles)
+    for handle in handles:
+        handle.close()
+    assert batch.file_counts.completed == 2
+    q3 = next(f for f in openai_client.files.list() if f.filename == "q3.txt")
+    tools = [{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 5}]
+    with openai_client.responses.stream(model="gpt-4o", input="How many shares outstanding last quarter?",
+                                        tools=tools, include=["file_search_call.results"]) as stream:
+        events = list(stream)
+    kinds = _typed(events)
+    searched = kinds.index("response.file_search_call.in_progress")
+    assert kinds[searched - 1:searched + 2] == ["response.output_item.added", "response.file_search_call.in_progress",
+                                               "response.file_search_call.searching"]
+    assert "response.file_search_call.completed" in kinds and "response.output_text.annotation.added" in kinds
+    response = events[-1].response
+    call, message = response.output
+    assert call.type == "file_search_call" and call.status == "completed" and call.queries == ["shares outstanding Q3"]
+    assert call.results[0].file_id == q3.id and call.results[0].filename == "q3.txt" and "48,213,772" in call.results[0].text
+    text = message.content[0]
+    assert text.text == "There were 48,213,772 shares  at the end of Q3."  # the marker is an annotation now
+    [note] = text.annotations
+    assert (note.type, note.file_id, note.filename, note.index) == ("file_citation", q3.id, "q3.txt",
+                                                                    len("There were 48,213,772 shares "))
+    stored = openai_client.responses.retrieve(response.id)
+    assert stored.output[1].content[0].annotations == text.annotations and stored.output[0].results is not None
+    # Without include the results are not shown; an unknown store is a 404 naming it.
+    upstream.script("outstanding now", [
+        {"tool_calls": [{"name": "file_search", "arguments": json.dumps({"queries": ["shares now"]})}]},
+        {"content": "The same."}])
+    plain = openai_client.responses.create(model="gpt-4o", input="How many shares outstanding now?", tools=tools)
+    assert plain.output[0].type == "file_search_call" and plain.output[0].results is None
+    with pytest.raises(openai.NotFoundError) as missing:
+        openai_client.responses.create(model="gpt-4o", input="x", tools=[
+            {"type": "file_search", "vector_store_ids": ["vs_missing"]}])
+    assert missing.value.body["param"] == "tools[0].vector_store_ids[0]"

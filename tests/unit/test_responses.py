@@ -230,7 +230,7 @@ def test_store_false_stream_keeps_nothing_either(http: TestClient, client: opena
     ({"model": "m", "input": 5}, "input"),
     ({"model": "m", "input": [{"type": "function_call_output", "call_id": 1, "output": "x"}]}, "input[0].call_id"),
     ({"model": "m", "input": "x", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
-    ({"model": "m", "input": "x", "include": ["file_search_call.results"]}, "include"),
+    ({"model": "m", "input": "x", "include": ["message.output_text.logprobs"]}, "include"),
     ({"input": "x"}, "model"),
     ({"model": "m", "input": []}, "input"),
 ])
