@@ -97,6 +97,7 @@ class ResponseRenderer:
         self._raw: dict[tuple[str, int], int] = {}  # (message id, content index) -> raw characters seen
         self._builtin: dict[str, int] = {}  # built-in call id -> output index
         self._filenames: dict[str, str] = {}  # file id -> name, from the file searches so far
+        self._functions = {t.get("name") for t in self.response["tools"] if t.get("type") == "function"}
         self._include = set((run.get("_response") or {}).get("include") or [])
         self._calls: dict[tuple[str, int], int] = {}  # (step id, call index) -> output index
 
@@ -312,8 +313,8 @@ class ResponseRenderer:
         function = call.get("function") or {}
         events: list[dict[str, Any]] = []
         if key not in self._calls:
-            if not call.get("id"):
-                return []
+            if not call.get("id") or function.get("name") not in self._functions:
+                return []  # a call to a function that was not offered: the engine answers it itself
             events += self._close_open_messages()
             index = len(self.response["output"])
             self._calls[key] = index

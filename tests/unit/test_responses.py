@@ -252,3 +252,14 @@ def test_delete_while_running_and_upstream_failure(client: openai.OpenAI, upstre
     streamed = client.responses.create(model="m", input="break it", stream=True)
     kinds = [event.type for event in streamed]
     assert kinds == ["response.created", "response.in_progress", "error", "response.failed"]
+
+
+def test_a_call_to_a_function_not_offered_is_not_an_output_item(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    upstream.script("use a tool", [{"tool_calls": [{"name": "launch_rockets", "arguments": "{}"}]},
+                                   {"content": "I cannot do that."}])
+    response = client.responses.create(model="m", input="use a tool", tools=[WEATHER])
+    assert [o.type for o in response.output] == ["message"] and response.output_text == "I cannot do that."
+    tool_message = upstream.requests()[-1]["messages"][-1]
+    assert tool_message["role"] == "tool" and "no tool named 'launch_rockets'" in tool_message["content"]
+    follow_up = client.responses.create(model="m", input="thanks", previous_response_id=response.id)
+    assert follow_up.status == "completed"  # no unanswered call left behind in the chain
