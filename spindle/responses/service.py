@@ -75,7 +75,9 @@ class ResponseService:
 
     async def run_of(self, project: str, response_id: str, param: str = "response_id") -> dict[str, Any]:
         run = await self.store.get("run", response_id, project)
-        if run is None or run.get("_kind") != KIND:
+        # store=false: never visible, also in the moment before its purge (or after a crash
+        # prevented it, when the row is left behind failed).
+        if run is None or run.get("_kind") != KIND or (run.get("_response") or {}).get("store") is False:
             raise _not_found(response_id, param)
         return run
 

@@ -263,3 +263,22 @@ def test_a_call_to_a_function_not_offered_is_not_an_output_item(client: openai.O
     assert tool_message["role"] == "tool" and "no tool named 'launch_rockets'" in tool_message["content"]
     follow_up = client.responses.create(model="m", input="thanks", previous_response_id=response.id)
     assert follow_up.status == "completed"  # no unanswered call left behind in the chain
+
+
+def test_item_references_and_roles(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
+    upstream.script("first question", [{"content": "The first answer."}])
+    first = client.responses.create(model="m", input="first question")
+    second = client.responses.create(model="m", input=[
+        {"type": "message", "role": "developer", "content": "Answer in French."},
+        {"type": "item_reference", "id": first.output[0].id},
+        {"role": "user", "content": [{"type": "input_text", "text": "and now?"},
+                                     {"type": "input_image", "image_url": "https://example.com/a.png"}]}])
+    assert second.status == "completed"
+    sent = upstream.requests()[-1]["messages"]
+    assert sent[0] == {"role": "system", "content": "Answer in French."}
+    assert sent[1] == {"role": "assistant", "content": "The first answer."}
+    assert sent[2]["content"][1] == {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    listed = client.responses.input_items.list(second.id, order="asc").data
+    assert [i.type for i in listed] == ["message"] * 3 and listed[1].id == first.output[0].id
+    page = client.responses.input_items.list(second.id, order="asc", limit=1, after=listed[0].id)
+    assert [i.id for i in page.data] == [listed[1].id] and page.has_more
