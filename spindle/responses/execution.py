@@ -37,7 +37,15 @@ class ResponseExecution(Execution):
     async def _run_builtin(self, step: dict[str, Any], call: Any, builtin: Any) -> None:
         """As for runs, then one more log event with what the Responses item shows and the
         Assistants step does not (a file search's queries): ``spindle.builtin_call.done``."""
+        assert self.ctx is not None
+        limit = (self.run.get("_response") or {}).get("max_tool_calls")
+        if limit is not None and _builtin_calls(self.ctx.completed_calls) >= limit:
+            await self._refuse_builtin(step, call)  # a parallel call beyond max_tool_calls
+            return
         await super()._run_builtin(step, call, builtin)
+        if limit is not None and _builtin_calls(self.ctx.completed_calls) >= limit:
+            # The limit is reached: the next turns offer the functions only.
+            self.ctx.tools = [t for t in self.ctx.tools if t.get("type") == "function"]
         final = next(c for c in step["step_details"]["tool_calls"] if c["id"] == call.id)
         data: dict[str, Any] = {"id": call.id, "type": final["type"]}
         if final["type"] == "file_search":
@@ -58,6 +66,19 @@ class ResponseExecution(Execution):
                                                      item["function"].get("arguments") or "")
         objects.finish_step(step, "completed")
         await self.set_status("completed", [self.put_step(step), event("thread.run.step.completed", step)], done=True)
+
+    async def _refuse_builtin(self, step: dict[str, Any], call: Any) -> None:
+        index = next(i for i, c in enumerate(step["step_details"]["tool_calls"]) if c["id"] == call.id)
+        entry = step["step_details"]["tool_calls"][index]
+        entry.update(_arguments=call.arguments, _output="Error: the limit of built-in tool calls for this response "
+                                                        "(max_tool_calls) is reached; answer without it.")
+        await self.write([self.put_step(step), AppendEvent(self.run["id"], BUILTIN_DONE, {
+            "id": call.id, "type": entry["type"], "status": "incomplete",
+            "queries": file_search_queries(call.arguments), "results": []})])
+
+
+def _builtin_calls(calls: list[dict[str, Any]]) -> int:
+    return sum(1 for c in calls if c.get("type") != "function")
 
 
 def file_search_queries(arguments: str) -> list[str]:

@@ -300,9 +300,11 @@ class ResponseRenderer:
         item = self.response["output"][index]
         results = list(data.get("results") or [])
         self._filenames.update({r["file_id"]: r.get("filename") or "" for r in results})
-        item.update(status="completed", queries=list(data.get("queries") or []),
+        status = "incomplete" if data.get("status") == "incomplete" else "completed"
+        item.update(status=status, queries=list(data.get("queries") or []),
                     results=results if "file_search_call.results" in self._include else None)
-        events.append(self._event("response.file_search_call.completed", item_id=item["id"], output_index=index))
+        if status == "completed":
+            events.append(self._event("response.file_search_call.completed", item_id=item["id"], output_index=index))
         events.append(self._event("response.output_item.done", output_index=index, item=copy.deepcopy(item)))
         return events
 

@@ -266,3 +266,21 @@ def test_file_search_cites_the_file(openai_client: Any, upstream: harness.Upstre
         openai_client.responses.create(model="gpt-4o", input="x", tools=[
             {"type": "file_search", "vector_store_ids": ["vs_missing"]}])
     assert missing.value.body["param"] == "tools[0].vector_store_ids[0]"
+
+
+def test_max_tool_calls_limits_built_in_calls(openai_client: Any, upstream: harness.Upstream, tmp_path: Any) -> None:
+    store = openai_client.vector_stores.create(name="limits")
+    (tmp_path / "facts.txt").write_text("The lighthouse was built in 1874 and painted red in 1901.\n")
+    with open(tmp_path / "facts.txt", "rb") as handle:
+        openai_client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=handle)
+    search = {"name": "file_search", "arguments": json.dumps({"queries": ["lighthouse"]})}
+    upstream.script("lighthouse history", [{"tool_calls": [search, search]}, {"content": "Built in 1874."}])
+    response = openai_client.responses.create(
+        model="gpt-4o", input="lighthouse history?", max_tool_calls=1,
+        tools=[{"type": "file_search", "vector_store_ids": [store.id]}])
+    assert [(o.type, o.status) for o in response.output] == [
+        ("file_search_call", "completed"), ("file_search_call", "incomplete"), ("message", "completed")]
+    assert response.max_tool_calls == 1 and response.output_text == "Built in 1874."
+    last = upstream.requests()[-1]
+    assert "tools" not in last or not last["tools"]  # the limit is reached: nothing more is offered
+    assert "max_tool_calls" in [m for m in last["messages"] if m["role"] == "tool"][-1]["content"]
