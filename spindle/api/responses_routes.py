@@ -18,7 +18,7 @@ from spindle.errors import InvalidRequestError
 from spindle.responses.render import ResponseRenderer, rendered
 from spindle.responses.service import ResponseService
 from spindle.schemas.common import dump
-from spindle.schemas.responses import InputTokensFields, ResponseFields
+from spindle.schemas.responses import INCLUDE_VALUES, InputTokensFields, ResponseFields
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -93,14 +93,19 @@ async def retrieve_response(response_id: str, request: Request,
                             ctx: RequestContext = Depends(request_context)) -> Response:
     params = request.query_params
     service = responses(request)
+    include = params.getlist("include[]") + params.getlist("include")
+    for value in include:
+        if value not in INCLUDE_VALUES:
+            raise InvalidRequestError(f"Invalid value for 'include': '{value[:100]}'. Supported: {list(INCLUDE_VALUES)}.",
+                                      param="include", code="invalid_value")
     if params.get("stream") in ("true", "1", "True"):
         raw = params.get("starting_after") or "0"
         if not raw.isdigit():
             raise InvalidRequestError(f"Invalid 'starting_after': expected an integer, got '{raw[:40]}'.",
                                       param="starting_after", code="invalid_value")
         await service.run_of(ctx.project, response_id)  # 404 before the stream starts
-        return _sse(service.stream(ctx.project, response_id, int(raw)), response_id)
-    return JSONResponse(await service.get(ctx.project, response_id))
+        return _sse(service.stream(ctx.project, response_id, int(raw), include), response_id)
+    return JSONResponse(await service.get(ctx.project, response_id, include))
 
 
 @router.delete("/responses/{response_id}")

@@ -87,7 +87,7 @@ def base_response(run: dict[str, Any]) -> dict[str, Any]:
 
 
 class ResponseRenderer:
-    def __init__(self, run: dict[str, Any]) -> None:
+    def __init__(self, run: dict[str, Any], include: list[str] | None = None) -> None:
         self.response = base_response(run)
         self.seq = 0
         self.finished = False
@@ -98,7 +98,8 @@ class ResponseRenderer:
         self._builtin: dict[str, int] = {}  # built-in call id -> output index
         self._filenames: dict[str, str] = {}  # file id -> name, from the file searches so far
         self._functions = {t.get("name") for t in self.response["tools"] if t.get("type") == "function"}
-        self._include = set((run.get("_response") or {}).get("include") or [])
+        # What the create request asked to include, and what a later read asks for.
+        self._include = set((run.get("_response") or {}).get("include") or []) | set(include or [])
         self._calls: dict[tuple[str, int], int] = {}  # (step id, call index) -> output index
 
     # -- output -------------------------------------------------------------------------
@@ -334,9 +335,9 @@ class ResponseRenderer:
         return events
 
 
-async def replay(store: MetadataStore, run: dict[str, Any]) -> ResponseRenderer:
+async def replay(store: MetadataStore, run: dict[str, Any], include: list[str] | None = None) -> ResponseRenderer:
     """The renderer after the whole log so far (the response as it stands now)."""
-    renderer = ResponseRenderer(run)
+    renderer = ResponseRenderer(run, include)
     after = 0
     while batch := await store.read_events(run["id"], after):
         for item in batch:

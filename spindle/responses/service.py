@@ -81,14 +81,15 @@ class ResponseService:
             raise _not_found(response_id, param)
         return run
 
-    async def get(self, project: str, response_id: str) -> dict[str, Any]:
+    async def get(self, project: str, response_id: str, include: list[str] | None = None) -> dict[str, Any]:
         run = await self.run_of(project, response_id)
-        return (await replay(self.store, run)).response
+        return (await replay(self.store, run, include)).response
 
-    async def stream(self, project: str, response_id: str, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, project: str, response_id: str, after: int = 0,
+                     include: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """The response's stream events numbered after ``after``, live until it ends."""
         run = await self.run_of(project, response_id)
-        renderer = ResponseRenderer(run)
+        renderer = ResponseRenderer(run, include)
         async for out in rendered(self.runtime.events.follow(run["id"]), renderer):
             if out["sequence_number"] > after:
                 yield out

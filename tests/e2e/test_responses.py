@@ -262,6 +262,11 @@ def test_file_search_cites_the_file(openai_client: Any, upstream: harness.Upstre
         {"content": "The same."}])
     plain = openai_client.responses.create(model="gpt-4o", input="How many shares outstanding now?", tools=tools)
     assert plain.output[0].type == "file_search_call" and plain.output[0].results is None
+    asked = openai_client.responses.retrieve(plain.id, include=["file_search_call.results"])
+    assert asked.output[0].results is not None  # include on the read shows them too
+    with pytest.raises(openai.BadRequestError) as bad_include:
+        openai_client.responses.retrieve(plain.id, include=["nope"])
+    assert bad_include.value.body["param"] == "include"
     with pytest.raises(openai.NotFoundError) as missing:
         openai_client.responses.create(model="gpt-4o", input="x", tools=[
             {"type": "file_search", "vector_store_ids": ["vs_missing"]}])
