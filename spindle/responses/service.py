@@ -180,8 +180,9 @@ class ResponseService:
                                       code="missing_required_parameter")
         created = now()
         thread_id = new_id("thread_")
+        # The hidden thread holds the messages the engine writes; its id is never shown.
         thread: dict[str, Any] = {"id": thread_id, "object": "thread", "created_at": created, "metadata": {},
-                  "tool_resources": {}, "_response": True}
+                                  "tool_resources": {}, "_response": True}
         tools = fields.get("tools") or []
         run = objects.new_run(thread_id=thread_id, assistant={"id": None, "model": fields["model"]}, fields={
             "model": fields["model"], "instructions": fields.get("instructions") or "", "tools": _run_tools(tools),
