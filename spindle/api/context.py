@@ -2,7 +2,8 @@
 
 Azure clients call ``/openai/...?api-version=...`` (and SDK 1.x with ``azure_deployment``
 calls ``/openai/deployments/{name}/...``); Azure AI Foundry Agents clients (``azure-ai-agents``)
-call ``/api/projects/{project}/...?api-version=v1``. ``AzureRoutingMiddleware`` checks the
+call ``/api/projects/{project}/...?api-version=v1``; Azure's v1 API (Responses) is
+``/openai/v1/...`` with the api-version optional. ``AzureRoutingMiddleware`` checks the
 version (and the project segment against the key's project) and rewrites those paths onto
 the ``/v1`` routes, so every route is written once.
 """
