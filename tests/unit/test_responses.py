@@ -282,3 +282,24 @@ def test_item_references_and_roles(client: openai.OpenAI, upstream: UpstreamHand
     assert [i.type for i in listed] == ["message"] * 3 and listed[1].id == first.output[0].id
     page = client.responses.input_items.list(second.id, order="asc", limit=1, after=listed[0].id)
     assert [i.id for i in page.data] == [listed[1].id] and page.has_more
+
+
+def test_citation_markers_become_annotations_across_deltas() -> None:
+    from spindle.responses.render import strip_markers
+
+    names = {"file-a": "a.txt"}
+    marker = "【0:0†a.txt】"
+    raw = f"Fact one{marker}. Fact two{marker}!"
+    first, second = raw[:20], raw[20:]  # the second marker is in the second delta
+    spans = [(raw.index(marker), raw.index(marker) + len(marker)), (raw.rindex(marker), len(raw) - 1)]
+    notes = [{"type": "file_citation", "start_index": a, "end_index": b, "file_citation": {"file_id": "file-a"}}
+             for a, b in spans]
+    text1, found1 = strip_markers(first, 0, 0, notes[:1], names)
+    text2, found2 = strip_markers(second, len(first), len(text1), notes[1:], names)
+    assert text1 + text2 == "Fact one. Fact two!"
+    assert [n["index"] for n in found1 + found2] == [len("Fact one"), len("Fact one. Fact two")]
+    assert found1[0] == {"type": "file_citation", "file_id": "file-a", "filename": "a.txt", "index": 8}
+    # Spans outside the segment, overlapping ones and other annotation types leave the text alone.
+    bad = [{"type": "file_citation", "start_index": 50, "end_index": 60, "file_citation": {"file_id": "x"}},
+           {"type": "file_path", "start_index": 0, "end_index": 4, "file_path": {"file_id": "y"}}]
+    assert strip_markers("plain text", 0, 0, bad, names) == ("plain text", [])
