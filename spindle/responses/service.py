@@ -15,6 +15,7 @@ from spindle.ids import new_id, now
 from spindle.responses import history
 from spindle.responses import items as item_rules
 from spindle.responses.render import ResponseRenderer, rendered, replay
+from spindle.retrieval import filters as filter_rules
 from spindle.runtime import Runtime
 from spindle.store.base import Delete, DeleteChildren, Op, Put
 
@@ -33,7 +34,7 @@ def _run_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for tool in tools:
         if tool["type"] == "file_search":
-            options = {k: tool[k] for k in ("max_num_results", "ranking_options") if tool.get(k) is not None}
+            options = {k: tool[k] for k in ("max_num_results", "ranking_options", "filters") if tool.get(k) is not None}
             out.append({"type": "file_search", "file_search": options})
             continue
         function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
@@ -44,7 +45,7 @@ def _run_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _shown_tool(tool: dict[str, Any]) -> dict[str, Any]:
     """A tool as the response object shows it (OpenAI's defaults filled in)."""
     if tool["type"] == "file_search":
-        return {"type": "file_search", "vector_store_ids": tool["vector_store_ids"], "filters": None,
+        return {"type": "file_search", "vector_store_ids": tool["vector_store_ids"], "filters": tool.get("filters"),
                 "max_num_results": tool.get("max_num_results") or 20,
                 "ranking_options": {"ranker": "auto", "score_threshold": 0.0, **(tool.get("ranking_options") or {})}}
     return {**tool, "strict": tool.get("strict", True)}
@@ -162,6 +163,16 @@ class ResponseService:
             raise InvalidRequestError("tool_choice 'required' needs at least one tool.", param="tool_choice",
                                       code="invalid_value")
 
+    @staticmethod
+    def _check_filters(tools: list[dict[str, Any]]) -> None:
+        # The rules of POST /vector_stores/{id}/search; the same evaluator serves the tool.
+        for i, tool in enumerate(tools):
+            if tool.get("filters") is not None:
+                try:
+                    filter_rules.validate(tool["filters"], f"tools[{i}].filters")
+                except filter_rules.InvalidFilter as exc:
+                    raise InvalidRequestError(str(exc), param=exc.param, code="invalid_value") from None
+
     async def _check_stores(self, project: str, tools: list[dict[str, Any]]) -> None:
         for i, tool in enumerate(tools):
             for j, store_id in enumerate(tool.get("vector_store_ids") or []):
@@ -172,6 +183,7 @@ class ResponseService:
     async def create(self, project: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Check, write the response and its hidden thread with the first events, launch it."""
         self._check(fields)
+        self._check_filters(fields.get("tools") or [])
         await self._check_stores(project, fields.get("tools") or [])
         before, own = await self._resolve(project, fields)
         item_rules.check_calls([*before, *own], first_new=len(before))

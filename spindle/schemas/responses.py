@@ -21,7 +21,7 @@ class FileSearchTool(Loose):
     vector_store_ids: list[str] = Field(min_length=1, max_length=2)
     max_num_results: int | None = Field(default=None, ge=1, le=50)
     ranking_options: RankingOptions | None = None
-    filters: None = None  # metadata filters in a response's search are not served yet (a 400, not ignored)
+    filters: dict[str, Any] | None = None  # checked by ResponseService._check (param names the field)
 
 
 Tool = Annotated[FunctionTool | FileSearchTool, Field(discriminator="type")]

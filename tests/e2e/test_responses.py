@@ -289,3 +289,29 @@ def test_max_tool_calls_limits_built_in_calls(openai_client: Any, upstream: harn
     last = upstream.requests()[-1]
     assert "tools" not in last or not last["tools"]  # the limit is reached: nothing more is offered
     assert "max_tool_calls" in [m for m in last["messages"] if m["role"] == "tool"][-1]["content"]
+
+
+def test_file_search_filters_reach_the_search(openai_client: Any, upstream: harness.Upstream, tmp_path: Any) -> None:
+    store = openai_client.vector_stores.create(name="regions")
+    for region, text in (("eu", "Revenue in the EU region was 12 million euros."),
+                         ("us", "Revenue in the US region was 30 million dollars.")):
+        (tmp_path / f"{region}.txt").write_text(text + "\n")
+        with open(tmp_path / f"{region}.txt", "rb") as handle:
+            uploaded = openai_client.files.create(file=handle, purpose="assistants")
+        openai_client.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=uploaded.id,
+                                                          attributes={"region": region})
+    search = {"name": "file_search", "arguments": json.dumps({"queries": ["revenue region"]})}
+    upstream.script("revenue by region", [{"tool_calls": [search]}, {"content": "See the EU file."}])
+    eu_only = {"type": "eq", "key": "region", "value": "eu"}
+    response = openai_client.responses.create(
+        model="gpt-4o", input="revenue by region?", include=["file_search_call.results"],
+        tools=[{"type": "file_search", "vector_store_ids": [store.id], "filters": eu_only}])
+    assert response.tools[0].filters.model_dump(exclude_none=True) == eu_only
+    results = response.output[0].results
+    assert results and {r.filename for r in results} == {"eu.txt"}  # the US file matched the query too
+    tool_message = [m for m in upstream.requests()[-1]["messages"] if m["role"] == "tool"][-1]["content"]
+    assert "12 million" in tool_message and "30 million" not in tool_message
+    with pytest.raises(openai.BadRequestError) as bad:
+        openai_client.responses.create(model="gpt-4o", input="x", tools=[
+            {"type": "file_search", "vector_store_ids": [store.id], "filters": {"type": "eq", "value": "eu"}}])
+    assert bad.value.body["param"] == "tools[0].filters.key"
