@@ -9,7 +9,16 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 
 from spindle import responses
-from spindle.api import assistants, conversations_routes, files, operations, responses_routes, runs, threads
+from spindle.api import (
+    assistants,
+    containers_routes,
+    conversations_routes,
+    files,
+    operations,
+    responses_routes,
+    runs,
+    threads,
+)
 from spindle.api.common import today
 from spindle.api.context import AzureRoutingMiddleware, KeyRing
 from spindle.api.errors import install_error_handlers, subsystem_required
@@ -116,7 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
                   default_response_class=SafeJSONResponse)
     install_error_handlers(app)
     # runs before threads: POST /threads/runs must not be taken for POST /threads/{thread_id}
-    for module in (files, assistants, runs, threads, responses_routes, conversations_routes):
+    for module in (files, assistants, runs, threads, responses_routes, conversations_routes, containers_routes):
         app.include_router(module.router, prefix="/v1")
     _include_optional_routers(app)
 

@@ -8,9 +8,11 @@ from spindle.runtime import Runtime
 
 def install(runtime: Runtime) -> None:
     """Register the response kind of run with the engine and the services with the runtime."""
+    from spindle.containers.service import ContainerService
     from spindle.responses.conversations import ConversationService
     from spindle.responses.execution import ResponseExecution
     from spindle.responses.service import KIND, ResponseService
 
     EXECUTION_KINDS[KIND] = ResponseExecution
-    runtime.extensions.update(responses=ResponseService(runtime), conversations=ConversationService(runtime))
+    runtime.extensions.update(responses=ResponseService(runtime), conversations=ConversationService(runtime),
+                              containers=ContainerService(runtime))
