@@ -9,7 +9,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
-from spindle.api.common import json_body, paginate_items, request_context, runtime_of, validate
+from spindle.api.common import (
+    json_body,
+    list_body,
+    list_page,
+    page_query,
+    paginate_items,
+    request_context,
+    runtime_of,
+    validate,
+)
 from spindle.api.context import RequestContext
 from spindle.containers.service import ContainerService, shown, shown_file
 from spindle.errors import InvalidRequestError, PayloadTooLargeError
@@ -32,9 +41,8 @@ async def create_container(request: Request, ctx: RequestContext = Depends(reque
 
 @router.get("/containers")
 async def list_containers(request: Request, ctx: RequestContext = Depends(request_context)) -> dict[str, Any]:
-    rows = await runtime_of(request).store.scan("container", project=ctx.project)
-    rows.sort(key=lambda r: (r["created_at"], r["id"]))
-    return paginate_items(request, [shown(r) for r in rows])
+    page = await list_page(runtime_of(request), page_query(request, "container", ctx.project))
+    return list_body([shown(r) for r in page.items], page.has_more)
 
 
 @router.get("/containers/{container_id}")

@@ -158,8 +158,7 @@ class ContainerService:
 
     async def files(self, project: str, container_id: str) -> list[dict[str, Any]]:
         await self.get(project, container_id)
-        rows = await self.store.scan("container_file", parent=container_id)
-        return sorted(rows, key=lambda r: (r["created_at"], r["id"]))
+        return await self.store.scan("container_file", parent=container_id)  # oldest first (write order)
 
     async def file(self, project: str, container_id: str, file_id: str) -> dict[str, Any]:
         row = await self.store.get("container_file", file_id, project)
@@ -220,14 +219,17 @@ class ContainerService:
                 continue
             data = await self.runtime.blobs.read(row["_blob"])
             placed = await lease.session.put_file(posixpath.basename(row["path"]), data)
-            session.input_files[row["id"]] = (placed, row["path"])
+            session.input_files[row["id"]] = (placed, posixpath.basename(row["path"]))
 
     async def sync_out(self, project: str, container_id: str, lease: Lease) -> list[dict[str, Any]]:
         """Files the code wrote under /mnt/data since the last sync, as new container files
         (``source: assistant``), bounded by the sandbox's output-file limits."""
         session = lease.thread
         settings = self.manager.settings
-        known = {path for path, _ in session.input_files.values()} | set(session.output_files)
+        # Paths already backed by a row: the files copied in (where they were placed) and the
+        # rows themselves (the tool's own export map is not ours: it names Files).
+        known = {path for path, _ in session.input_files.values()}
+        known |= {row["path"].removeprefix(DATA_DIR + "/") for row in await self.files(project, container_id)}
         created: list[dict[str, Any]] = []
         for entry in await lease.session.list_files():
             if entry.path in known or len(created) >= settings.max_output_files:
@@ -241,6 +243,5 @@ class ContainerService:
                 continue  # replaced by something that is not a regular file: never followed
             row = await self.add_file(project, container_id, data=data, source="assistant",
                                       path=f"{DATA_DIR}/{entry.path}")
-            session.output_files[entry.path] = row["id"]
             created.append(row)
         return created

@@ -18,7 +18,7 @@ from typing import Any
 from spindle.engine import objects
 from spindle.engine.events import event
 from spindle.engine.execution import Execution
-from spindle.responses import history
+from spindle.responses import containers, history
 from spindle.responses.render import BUILTIN_DONE
 from spindle.store.base import AppendEvent
 
@@ -32,6 +32,9 @@ class ResponseExecution(Execution):
         resources = {"file_search": {"vector_store_ids": store_ids}} if store_ids else {}
         assistant = {"id": None, "object": "assistant", "model": self.run["model"], "tools": self.run["tools"],
                      "tool_resources": resources, "instructions": ""}
+        container_id = (self.run.get("_response") or {}).get("container_id")
+        if container_id:
+            await containers.fill(self.runtime, self.project, container_id)
         return thread, assistant
 
     async def _run_builtin(self, step: dict[str, Any], call: Any, builtin: Any) -> None:
@@ -48,6 +51,8 @@ class ResponseExecution(Execution):
             self.ctx.tools = [t for t in self.ctx.tools if t.get("type") == "function"]
         final = next(c for c in step["step_details"]["tool_calls"] if c["id"] == call.id)
         data: dict[str, Any] = {"id": call.id, "type": final["type"]}
+        if final["type"] == "code_interpreter":
+            data.update(await containers.call_item(self.runtime, self.project, self.run, final))
         if final["type"] == "file_search":
             data["queries"] = file_search_queries(call.arguments)
             data["results"] = [{"file_id": r["file_id"], "filename": r.get("file_name") or "", "score": r.get("score"),

@@ -27,7 +27,7 @@ _INCOMPLETE = {"max_completion_tokens": "max_output_tokens", "max_prompt_tokens"
 _ENDINGS = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
 # Written by ResponseExecution after a built-in tool call: what the item shows beyond the step.
 BUILTIN_DONE = "spindle.builtin_call.done"
-_ITEM_PREFIX = {"function": "fc_", "file_search": "fs_"}
+_ITEM_PREFIX = {"function": "fc_", "file_search": "fs_", "code_interpreter": "ci_"}
 
 
 def function_item_id(call_id: str, kind: str = "function") -> str:
@@ -35,17 +35,28 @@ def function_item_id(call_id: str, kind: str = "function") -> str:
 
 
 def strip_markers(segment: str, raw_offset: int, clean_offset: int, annotations: list[dict[str, Any]],
-                  filenames: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+                  filenames: dict[str, str], container_files: dict[str, dict[str, str]] | None = None,
+                  container_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The engine's text keeps citation markers (``【0:1†a.pdf】``, the Assistants form) with
     annotations spanning them; a response's text has no markers and each ``file_citation``
     says where it belongs (``index`` in the text). ``raw_offset``/``clean_offset``: where
-    ``segment`` starts in the raw and in the cleaned text."""
+    ``segment`` starts in the raw and in the cleaned text. A ``file_path`` annotation (a
+    ``sandbox:/mnt/data/...`` link to a File the code wrote) stays in the text and becomes a
+    ``container_file_citation`` of the container file made from it (``container_files``)."""
     out: list[str] = []
     notes: list[dict[str, Any]] = []
     cursor = 0
     for note in sorted(annotations, key=lambda a: int(a.get("start_index") or 0)):
         citation = note.get("file_citation") if note.get("type") == "file_citation" else None
         start, end = int(note.get("start_index") or 0) - raw_offset, int(note.get("end_index") or 0) - raw_offset
+        linked = (container_files or {}).get(str((note.get("file_path") or {}).get("file_id") or "")) \
+            if note.get("type") == "file_path" else None
+        if linked is not None and 0 <= start <= end <= len(segment) and start >= cursor:
+            at = clean_offset + sum(len(p) for p in out) + (start - cursor)
+            notes.append({"type": "container_file_citation", "container_id": container_id or "",
+                          "file_id": linked["file_id"], "filename": linked["filename"],
+                          "start_index": at, "end_index": at + end - start})
+            continue
         if not isinstance(citation, dict) or not 0 <= start <= end <= len(segment) or start < cursor:
             continue
         out.append(segment[cursor:start])
@@ -94,9 +105,13 @@ class ResponseRenderer:
         self._messages: dict[str, int] = {}  # message id -> output index
         self._parts: dict[str, set[int]] = {}  # message id -> content indexes announced
         self._closed: set[str] = set()  # messages whose done events were sent
+        self._not_text: dict[str, set[int]] = {}  # message id -> engine content indexes that are not text
         self._raw: dict[tuple[str, int], int] = {}  # (message id, content index) -> raw characters seen
         self._builtin: dict[str, int] = {}  # built-in call id -> output index
         self._filenames: dict[str, str] = {}  # file id -> name, from the file searches so far
+        self._container_id = (run.get("_response") or {}).get("container_id")
+        self._container_files: dict[str, dict[str, str]] = {}  # File id -> its container file
+        self._ci_calls: dict[tuple[str, int], str] = {}  # (step id, call index) -> code interpreter call id
         self._functions = {t.get("name") for t in self.response["tools"] if t.get("type") == "function"}
         # What the create request asked to include, and what a later read asks for.
         self._include = set((run.get("_response") or {}).get("include") or []) | set(include or [])
@@ -167,6 +182,8 @@ class ResponseRenderer:
             index = len(self.response["output"])
             self._messages[message_id] = index
             self._parts[message_id] = set()
+            self._not_text[message_id] = {i for i, p in enumerate(message.get("content") or [])
+                                          if p.get("type") != "text"}
             item = {"id": message_id, "type": "message", "status": "in_progress", "content": [], "role": "assistant"}
             self.response["output"].append(item)
             return [self._event("response.output_item.added", output_index=index, item=copy.deepcopy(item))]
@@ -177,13 +194,17 @@ class ResponseRenderer:
         if name == "thread.message.delta":
             for part in message.get("delta", {}).get("content") or []:
                 if part.get("type") != "text":
+                    # A figure the code showed: the engine puts it in the message, a response in
+                    # the code_interpreter_call's outputs; text parts are numbered without it.
+                    self._not_text.setdefault(message_id, set()).add(int(part.get("index") or 0))
                     continue
-                content_index = int(part["index"])
+                content_index = self._text_index(message_id, int(part["index"]))
                 events += self._open_part(message_id, index, content_index)
                 raw = (part.get("text") or {}).get("value") or ""
                 target = item["content"][content_index]
                 delta, notes = strip_markers(raw, self._raw.get((message_id, content_index), 0), len(target["text"]),
-                                             (part.get("text") or {}).get("annotations") or [], self._filenames)
+                                             (part.get("text") or {}).get("annotations") or [], self._filenames,
+                                             self._container_files, self._container_id)
                 self._raw[(message_id, content_index)] = self._raw.get((message_id, content_index), 0) + len(raw)
                 target["text"] += delta
                 if delta:
@@ -198,10 +219,11 @@ class ResponseRenderer:
         if name in ("thread.message.completed", "thread.message.incomplete"):
             texts: dict[int, str] = {}
             cited: dict[int, list[dict[str, Any]]] = {}
-            for i, part in enumerate(message.get("content") or []):
+            for i, part in enumerate(p for p in message.get("content") or [] if p.get("type") == "text"):
                 if part.get("type") == "text":
                     texts[i], cited[i] = strip_markers(part["text"]["value"], 0, 0,
-                                                       part["text"].get("annotations") or [], self._filenames)
+                                                       part["text"].get("annotations") or [], self._filenames,
+                                                       self._container_files, self._container_id)
             status = "completed" if name.endswith("completed") else "incomplete"
             if message_id in self._closed:  # closed early (a function call followed): only the object
                 for content_index, text in texts.items():
@@ -211,6 +233,9 @@ class ResponseRenderer:
                 return []
             return self._close_message(message_id, texts, status, cited)
         return events
+
+    def _text_index(self, message_id: str, index: int) -> int:
+        return index - sum(1 for i in self._not_text.get(message_id, ()) if i < index)
 
     def _close_message(self, message_id: str, texts: dict[int, str], status: str,
                        notes: dict[int, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
@@ -261,6 +286,8 @@ class ResponseRenderer:
                     events += self._call_delta(step["id"], call)
                 elif call.get("type") == "file_search" and call.get("id") and call["id"] not in self._builtin:
                     events += self._file_search_added(call["id"])
+                elif call.get("type") == "code_interpreter":
+                    events += self._code_delta(step["id"], call)
             return events
         if name != "thread.run.step.completed" or step.get("step_details", {}).get("type") != "tool_calls":
             return []
@@ -293,7 +320,64 @@ class ResponseRenderer:
         events.append(self._event("response.file_search_call.searching", item_id=item["id"], output_index=index))
         return events
 
+    def _code_added(self, call_id: str) -> list[dict[str, Any]]:
+        events = self._close_open_messages()
+        index = len(self.response["output"])
+        self._builtin[call_id] = index
+        item: dict[str, Any] = {"id": function_item_id(call_id, "code_interpreter"), "type": "code_interpreter_call",
+                                "status": "in_progress", "code": "", "outputs": None,
+                                "container_id": self._container_id or ""}
+        self.response["output"].append(item)
+        events.append(self._event("response.output_item.added", output_index=index, item=copy.deepcopy(item)))
+        events.append(self._event("response.code_interpreter_call.in_progress", item_id=item["id"],
+                                  output_index=index))
+        return events
+
+    def _code_delta(self, step_id: str, call: dict[str, Any]) -> list[dict[str, Any]]:
+        key = (step_id, int(call.get("index", 0)))
+        if key not in self._ci_calls:
+            if not call.get("id"):
+                return []
+            self._ci_calls[key] = call["id"]
+        call_id = self._ci_calls[key]
+        events = [] if call_id in self._builtin else self._code_added(call_id)
+        index = self._builtin[call_id]
+        item = self.response["output"][index]
+        delta = str((call.get("code_interpreter") or {}).get("input") or "")
+        if delta and item["status"] == "in_progress":
+            item["code"] += delta
+            events.append(self._event("response.code_interpreter_call_code.delta", item_id=item["id"],
+                                      output_index=index, delta=delta))
+        return events
+
+    def _code_done(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        events = [] if data["id"] in self._builtin else self._code_added(data["id"])
+        index = self._builtin[data["id"]]
+        item = self.response["output"][index]
+        code = str(data.get("code") or "")
+        if code.startswith(item["code"]) and len(code) > len(item["code"]):  # what the deltas did not carry
+            events.append(self._event("response.code_interpreter_call_code.delta", item_id=item["id"],
+                                      output_index=index, delta=code[len(item["code"]):]))
+        item["code"] = code
+        self._container_files.update(data.get("files") or {})
+        events.append(self._event("response.code_interpreter_call_code.done", item_id=item["id"],
+                                  output_index=index, code=code))
+        if data.get("status") == "incomplete":
+            item["status"] = "incomplete"
+        else:
+            item["status"] = "interpreting"
+            events.append(self._event("response.code_interpreter_call.interpreting", item_id=item["id"],
+                                      output_index=index))
+            item["status"] = "completed"
+            events.append(self._event("response.code_interpreter_call.completed", item_id=item["id"],
+                                      output_index=index))
+        item["outputs"] = list(data.get("outputs") or []) if "code_interpreter_call.outputs" in self._include else None
+        events.append(self._event("response.output_item.done", output_index=index, item=copy.deepcopy(item)))
+        return events
+
     def _builtin_done(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        if data.get("type") == "code_interpreter":
+            return self._code_done(data)
         if data.get("type") != "file_search":
             return []
         events = [] if data["id"] in self._builtin else self._file_search_added(data["id"])

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from spindle.containers.service import is_expired
 from spindle.engine import objects
 from spindle.engine.events import event
 from spindle.engine.prompt import estimate_tokens
@@ -31,8 +32,11 @@ def _not_found(response_id: str, param: str = "response_id") -> NotFoundError:
 def _run_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Responses' flat tools as the engine's (Assistants-shaped) tools; a file_search tool's
     vector stores become the response's tool_resources (``ResponseExecution._load``)."""
-    out = []
+    out: list[dict[str, Any]] = []
     for tool in tools:
+        if tool["type"] == "code_interpreter":  # its container: ``_response.container_id``
+            out.append({"type": "code_interpreter"})
+            continue
         if tool["type"] == "file_search":
             options = {k: tool[k] for k in ("max_num_results", "ranking_options", "filters") if tool.get(k) is not None}
             out.append({"type": "file_search", "file_search": options})
@@ -44,6 +48,11 @@ def _run_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _shown_tool(tool: dict[str, Any]) -> dict[str, Any]:
     """A tool as the response object shows it (OpenAI's defaults filled in)."""
+    if tool["type"] == "code_interpreter":
+        container = tool["container"]
+        return {"type": "code_interpreter", "container": container if isinstance(container, str) else
+                {"type": "auto", "file_ids": container.get("file_ids") or [], **(
+                    {"memory_limit": container["memory_limit"]} if container.get("memory_limit") else {})}}
     if tool["type"] == "file_search":
         return {"type": "file_search", "vector_store_ids": tool["vector_store_ids"], "filters": tool.get("filters"),
                 "max_num_results": tool.get("max_num_results") or 20,
@@ -186,6 +195,7 @@ class ResponseService:
         self._check_filters(fields.get("tools") or [])
         await self._check_stores(project, fields.get("tools") or [])
         before, own = await self._resolve(project, fields)
+        container_id = await self._container(project, fields)
         item_rules.check_calls([*before, *own], first_new=len(before))
         if not own:
             raise InvalidRequestError("'input' must have at least one item.", param="input",
@@ -210,7 +220,7 @@ class ResponseService:
             "previous_response_id": fields.get("previous_response_id"), "conversation": fields.get("conversation"),
             "store": fields.get("store") is not False, "text": fields.get("text") or {"format": {"type": "text"}},
             "tool_choice": fields.get("tool_choice") or "auto", "tools": [_shown_tool(t) for t in tools],
-            "include": list(fields.get("include") or []),
+            "include": list(fields.get("include") or []), "container_id": container_id,
             "truncation": fields.get("truncation") or "disabled", "user": fields.get("user")}})
         ops: list[Op] = [Put("thread", thread, project), Put("run", run, project, parent=thread_id),
                          event("thread.run.created", run), event("thread.run.queued", run)]
@@ -222,6 +232,33 @@ class ResponseService:
         assert self.runtime.engine is not None
         self.runtime.engine.launch(run, project)
         return run
+
+    async def _container(self, project: str, fields: dict[str, Any]) -> str | None:
+        """The container the code_interpreter tool runs in: the one named, or for ``auto``
+        the previous response's (while it lives: same variables), else a new one."""
+        containers = self.runtime.extensions["containers"]
+        for i, tool in enumerate(fields.get("tools") or []):
+            if tool["type"] != "code_interpreter":
+                continue
+            spec = tool["container"]
+            if isinstance(spec, str):
+                await containers.usable(project, spec, param=f"tools[{i}].container")
+                return spec
+            file_ids = list(spec.get("file_ids") or [])
+            await self.runtime.files.require_all(project, file_ids, f"tools[{i}].container.file_ids")
+            previous = fields.get("previous_response_id")
+            reused = ((await self.run_of(project, previous)).get("_response") or {}).get("container_id") \
+                if previous else None
+            if reused and not is_expired(await containers.get(project, reused)):
+                paths = {row["path"] for row in await containers.files(project, reused)}
+                for file_id in file_ids:
+                    meta = await self.runtime.files.get(project, file_id)
+                    if f"/mnt/data/{meta.get('filename')}" not in paths:
+                        await containers.add_file(project, reused, file_id=file_id)
+                return str(reused)
+            created = await containers.create(project, "auto", file_ids, None, spec.get("memory_limit"))
+            return str(created["id"])
+        return None
 
     # -- changing --------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from spindle.schemas.common import FunctionDef, Loose, Metadata, RankingOptions, check_metadata
 
-INCLUDE_VALUES = ("file_search_call.results",)
+INCLUDE_VALUES = ("file_search_call.results", "code_interpreter_call.outputs")
 
 
 class FunctionTool(FunctionDef):
@@ -24,7 +24,18 @@ class FileSearchTool(Loose):
     filters: dict[str, Any] | None = None  # checked by ResponseService._check (param names the field)
 
 
-Tool = Annotated[FunctionTool | FileSearchTool, Field(discriminator="type")]
+class AutoContainer(Loose):
+    type: Literal["auto"]
+    file_ids: list[str] | None = Field(default=None, max_length=1000)
+    memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+
+
+class CodeInterpreterTool(Loose):
+    type: Literal["code_interpreter"]
+    container: str | AutoContainer
+
+
+Tool = Annotated[FunctionTool | FileSearchTool | CodeInterpreterTool, Field(discriminator="type")]
 
 
 class FormatText(Loose):
@@ -53,7 +64,7 @@ class ToolChoiceFunction(Loose):
 
 
 class ToolChoiceHosted(Loose):
-    type: Literal["file_search"]
+    type: Literal["file_search", "code_interpreter"]
 
 
 class ConversationRef(Loose):
@@ -79,7 +90,7 @@ class ResponseFields(Loose):
     text: TextConfig | None = None
     metadata: Metadata = None
     truncation: Literal["auto", "disabled"] | None = None
-    include: list[Literal["file_search_call.results"]] | None = None
+    include: list[Literal["file_search_call.results", "code_interpreter_call.outputs"]] | None = None
     user: str | None = Field(default=None, max_length=512)
 
     _meta = field_validator("metadata", mode="before")(lambda cls, v: check_metadata(v))
@@ -90,9 +101,9 @@ class ResponseFields(Loose):
         if isinstance(value, list):
             for i, tool in enumerate(value):
                 kind = tool.get("type") if isinstance(tool, dict) else None
-                if kind not in ("function", "file_search"):
+                if kind not in ("function", "file_search", "code_interpreter"):
                     raise ValueError(f"tools[{i}]: tool type '{kind}' is not supported by this server "
-                                     "(supported: function, file_search)")
+                                     "(supported: function, file_search, code_interpreter)")
         return value
 
 

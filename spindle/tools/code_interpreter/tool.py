@@ -10,6 +10,7 @@ tripped limits are outputs it can read; only an unusable sandbox fails the run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from spindle.errors import NotFoundError
@@ -78,10 +79,17 @@ class CodeInterpreterTool(BuiltinTool):
         self.manager = manager
         self.settings = settings
         self._project_locks = ProjectLocks()
+        # Hook (the Responses API's containers): the session key a run uses instead of its
+        # thread's, or None for the thread's own session.
+        self.session_key_for: Callable[[RunContext], str | None] | None = None
 
     @staticmethod
     def _key(project: str, thread_id: str) -> str:
         return f"{project}/{thread_id}"
+
+    def _session_key(self, ctx: RunContext) -> str:
+        hooked = self.session_key_for(ctx) if self.session_key_for is not None else None
+        return hooked or self._key(ctx.project, ctx.thread_id)
 
     # -- what the model sees ------------------------------------------------------------
 
@@ -125,7 +133,7 @@ class CodeInterpreterTool(BuiltinTool):
 
     async def prepare(self, ctx: RunContext) -> None:
         try:
-            async with self.manager.lease(self._key(ctx.project, ctx.thread_id)) as lease:
+            async with self.manager.lease(self._session_key(ctx)) as lease:
                 await self._sync_inputs(ctx, lease)
         except SandboxUnavailable as exc:
             raise ToolUnavailable(str(exc)) from exc
@@ -173,7 +181,7 @@ class CodeInterpreterTool(BuiltinTool):
             code = parse_code(call.arguments)
         except BadArguments as exc:
             return self._result(call.arguments, [], str(exc))
-        key = self._key(ctx.project, ctx.thread_id)
+        key = self._session_key(ctx)
         try:
             async with self.manager.lease(key) as lease:
                 return await self._run(ctx, call, sink, lease, code)
@@ -268,7 +276,7 @@ class CodeInterpreterTool(BuiltinTool):
     # -- text ---------------------------------------------------------------------------
 
     def annotate(self, ctx: RunContext, text: str) -> list[dict[str, Any]]:
-        ts = self.manager.thread_session(self._key(ctx.project, ctx.thread_id))
+        ts = self.manager.thread_session(self._session_key(ctx))
         return links.annotate(text, ts.output_files if ts is not None else {})
 
     def pending_marker(self, text: str) -> int | None:
