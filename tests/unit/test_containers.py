@@ -96,3 +96,12 @@ def test_expired_container_is_shown_expired_and_refuses_files(client: openai.Ope
     assert refused.value.code == "container_expired"
     # What it held stays readable until it is deleted.
     assert client.containers.files.content.retrieve(kept.id, container_id=container.id).read() == b"kept"
+
+
+def test_azure_v1_container_paths(http: TestClient) -> None:
+    made = http.post("/openai/v1/containers", json={"name": "azure"}, headers={"api-key": "sk-test"})
+    assert made.status_code == 200, made.text
+    listed = http.get("/openai/v1/containers", headers={"api-key": "sk-test"}).json()
+    assert [c["id"] for c in listed["data"]] == [made.json()["id"]]
+    gone = http.delete(f"/openai/v1/containers/{made.json()['id']}", headers={"api-key": "sk-test"})
+    assert gone.json() == {"id": made.json()["id"], "object": "container.deleted", "deleted": True}
