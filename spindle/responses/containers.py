@@ -16,7 +16,7 @@ import posixpath
 from typing import Any
 
 from spindle.containers.service import ContainerService
-from spindle.errors import NotFoundError
+from spindle.errors import NotFoundError, SpindleError
 from spindle.runtime import Runtime
 from spindle.sandbox import SandboxCapacityError, SandboxUnavailable, SessionFailed
 from spindle.tools.base import RunContext
@@ -50,8 +50,8 @@ async def fill(runtime: Runtime, project: str, container_id: str) -> None:
             pass
     except (SandboxUnavailable, SandboxCapacityError, SessionFailed) as exc:
         log.warning("container %s: files not copied in before the response: %s", container_id, exc)
-    except NotFoundError:
-        log.warning("container %s was deleted before the response ran", container_id)
+    except SpindleError as exc:  # deleted or expired since the response was created
+        log.warning("container %s cannot be used by the response: %s", container_id, exc)
 
 
 async def call_item(runtime: Runtime, project: str, run: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:

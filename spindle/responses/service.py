@@ -249,7 +249,13 @@ class ResponseService:
             previous = fields.get("previous_response_id")
             reused = ((await self.run_of(project, previous)).get("_response") or {}).get("container_id") \
                 if previous else None
-            if reused and not is_expired(await containers.get(project, reused)):
+            alive = None
+            if reused:
+                try:
+                    alive = await containers.get(project, reused)
+                except NotFoundError:  # deleted since: a new one, as for a first response
+                    alive = None
+            if reused and alive is not None and not is_expired(alive):
                 paths = {row["path"] for row in await containers.files(project, reused)}
                 for file_id in file_ids:
                     meta = await self.runtime.files.get(project, file_id)

@@ -96,6 +96,15 @@ def test_plot_and_csv_in_a_container(client: Any, upstream: harness.Upstream) ->
             "type": "auto", "file_ids": ["file-missing"]}}])
     assert bad_file.value.body["param"] == "tools[0].container.file_ids[0]"
     client.containers.delete(call.container_id)
+    # Its container deleted, the chain's next auto response gets a new one (no variables).
+    upstream.script("after the delete", [_call("print('defined' if 'total' in globals() else 'fresh')"),
+                                         {"content": "Fresh."}])
+    fresh = client.responses.create(model="gpt-4o", input="after the delete", previous_response_id=follow.id,
+                                    tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
+                                    include=["code_interpreter_call.outputs"])
+    assert fresh.output[0].container_id not in ("", call.container_id)
+    assert fresh.output[0].outputs[0].logs.strip() == "fresh"
+    client.containers.delete(fresh.output[0].container_id)
 
 
 def test_container_files_reach_the_session(client: Any, upstream: harness.Upstream) -> None:
