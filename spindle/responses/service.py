@@ -233,9 +233,25 @@ class ResponseService:
         self.runtime.engine.launch(run, project)
         return run
 
+    async def _earlier_container(self, project: str, fields: dict[str, Any]) -> str | None:
+        """The container of the previous response, or of the conversation's latest response."""
+        previous = fields.get("previous_response_id")
+        if previous:
+            return ((await self.run_of(project, previous)).get("_response") or {}).get("container_id")
+        if fields.get("conversation"):
+            entries = await self.store.scan("conversation_item", parent=fields["conversation"])
+            for entry in reversed(entries):
+                if entry.get("type") == history.REF_TYPE:
+                    run = await self.store.get("run", entry["response_id"], project)
+                    found = ((run or {}).get("_response") or {}).get("container_id")
+                    if found:
+                        return str(found)
+        return None
+
     async def _container(self, project: str, fields: dict[str, Any]) -> str | None:
         """The container the code_interpreter tool runs in: the one named, or for ``auto``
-        the previous response's (while it lives: same variables), else a new one."""
+        the previous response's or the conversation's (while it lives: same variables), else
+        a new one."""
         containers = self.runtime.extensions["containers"]
         for i, tool in enumerate(fields.get("tools") or []):
             if tool["type"] != "code_interpreter":
@@ -246,9 +262,7 @@ class ResponseService:
                 return spec
             file_ids = list(spec.get("file_ids") or [])
             await self.runtime.files.require_all(project, file_ids, f"tools[{i}].container.file_ids")
-            previous = fields.get("previous_response_id")
-            reused = ((await self.run_of(project, previous)).get("_response") or {}).get("container_id") \
-                if previous else None
+            reused = await self._earlier_container(project, fields)
             alive = None
             if reused:
                 try:

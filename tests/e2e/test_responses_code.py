@@ -118,3 +118,16 @@ def test_container_files_reach_the_session(client: Any, upstream: harness.Upstre
     assert "hello from a container file" in shown.output[0].outputs[0].logs
     assert client.containers.retrieve(container.id).last_active_at >= container.last_active_at
     client.containers.delete(container.id)
+
+
+def test_a_conversation_keeps_its_container(client: Any, upstream: harness.Upstream) -> None:
+    conversation = client.conversations.create()
+    tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+    upstream.script("set a variable", [_call("answer = 41 + 1"), {"content": "Set."}])
+    first = client.responses.create(model="gpt-4o", input="set a variable", conversation=conversation.id, tools=tools)
+    upstream.script("read the variable", [_call("print('answer', answer)"), {"content": "42."}])
+    second = client.responses.create(model="gpt-4o", input="read the variable", conversation=conversation.id,
+                                     tools=tools, include=["code_interpreter_call.outputs"])
+    assert second.output[0].container_id == first.output[0].container_id
+    assert "answer 42" in second.output[0].outputs[0].logs
+    client.containers.delete(first.output[0].container_id)
