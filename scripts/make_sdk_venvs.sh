@@ -4,6 +4,7 @@
 #   .venv-sdk140 openai==1.40.8  (what most existing code pins)
 #   .venv-sdk120 openai==1.20.0  (the last SDK speaking the Assistants v1 shape)
 #   .venv-agents azure-ai-agents==1.1.0 + azure-core==1.35.0 (Azure AI Foundry Agents clients)
+#   .venv-oagents openai-agents==0.24.0 (the OpenAI Agents SDK, on the Responses API)
 # Each holds only the SDK, pytest, pytest-timeout, typing_extensions and httpx: the tests
 # must drive Spindle the way users do, never import it. Idempotent: a venv that already has
 # the right openai version (and pytest) is left alone.
@@ -67,4 +68,28 @@ else
   "$agents_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "azure-ai-agents==$agents_version" "azure-core==$agents_core" pytest pytest-timeout httpx pydantic
   has_agents || { echo ".venv-agents: azure-ai-agents $agents_version did not install" >&2; exit 1; }
+fi
+
+# The OpenAI Agents SDK tier (tests/e2e/test_responses_agents.py, skipped elsewhere): the
+# openai-agents package drives the Responses API (Agent, function tools, CodeInterpreterTool,
+# FileSearchTool).
+oagents_version="0.24.0"
+oagents_venv="$repo_root/.venv-oagents"
+has_oagents() {
+  [ -x "$oagents_venv/bin/python" ] || return 1
+  "$oagents_venv/bin/python" - "$oagents_version" <<'EOF2' 2>/dev/null
+import sys
+from importlib.metadata import version
+import agents, httpx, openai, pytest, pytest_timeout  # noqa: F401  all must import
+sys.exit(0 if version("openai-agents") == sys.argv[1] else 1)
+EOF2
+}
+if has_oagents; then
+  echo ".venv-oagents: openai-agents $oagents_version already installed"
+else
+  echo ".venv-oagents: installing openai-agents $oagents_version"
+  [ -x "$oagents_venv/bin/python" ] || "$python" -m venv "$oagents_venv"
+  "$oagents_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "openai-agents==$oagents_version" pytest pytest-timeout httpx
+  has_oagents || { echo ".venv-oagents: openai-agents $oagents_version did not install" >&2; exit 1; }
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the end-to-end tier (tests/e2e) under each SDK venv in turn: openai 3.52.0, 1.40.8 and
 # 1.20.0; then the Azure AI Foundry Agents tier (tests/e2e_agents) once under .venv-agents
-# (azure-ai-agents 1.1.x). Creates the venvs first if needed. Extra arguments go to pytest
+# (azure-ai-agents 1.1.x), and the OpenAI Agents SDK tier (tests/e2e/test_responses_agents.py)
+# under .venv-oagents (openai-agents). Creates the venvs first if needed. Extra arguments go to pytest
 # unchanged, e.g.
 #   scripts/run_e2e.sh -k streaming -x
 # Every SDK runs even if an earlier one fails; the exit status is non-zero if any failed.
@@ -42,6 +43,14 @@ echo "=== tests/e2e_agents with azure-ai-agents $version (.venv-agents)"
 status=$?
 if [ "$status" -ne 0 ] && ! { [ "$status" -eq 5 ] && [ "$filtered" -eq 1 ]; }; then
   failed+=("azure-ai-agents $version (exit $status)")
+fi
+
+version="$(.venv-oagents/bin/python -c 'from importlib.metadata import version; print(version("openai-agents"))')"
+echo "=== tests/e2e/test_responses_agents.py with openai-agents $version (.venv-oagents)"
+.venv-oagents/bin/python -m pytest tests/e2e/test_responses_agents.py -p no:cacheprovider "$@"
+status=$?
+if [ "$status" -ne 0 ] && ! { [ "$status" -eq 5 ] && [ "$filtered" -eq 1 ]; }; then
+  failed+=("openai-agents $version (exit $status)")
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -8,7 +8,17 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
-from spindle.api import assistants, files, operations, runs, threads
+from spindle import responses
+from spindle.api import (
+    assistants,
+    containers_routes,
+    conversations_routes,
+    files,
+    operations,
+    responses_routes,
+    runs,
+    threads,
+)
 from spindle.api.common import today
 from spindle.api.context import AzureRoutingMiddleware, KeyRing
 from spindle.api.errors import install_error_handlers, subsystem_required
@@ -59,6 +69,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     runtime.extensions.update(assistants=assistants_service, messages=messages_service, threads=threads_service,
                               runs=RunService(runtime, assistants_service, threads_service, messages_service))
     runtime.tools, runtime.extensions["tool_problems"] = build_tools(runtime)
+    responses.install(runtime)
     runtime.engine = RunEngine(runtime)
     for kind, tool in list(runtime.tools.items()):
         try:
@@ -114,7 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
                   default_response_class=SafeJSONResponse)
     install_error_handlers(app)
     # runs before threads: POST /threads/runs must not be taken for POST /threads/{thread_id}
-    for module in (files, assistants, runs, threads):
+    for module in (files, assistants, runs, threads, responses_routes, conversations_routes, containers_routes):
         app.include_router(module.router, prefix="/v1")
     _include_optional_routers(app)
 

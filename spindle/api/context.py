@@ -2,7 +2,8 @@
 
 Azure clients call ``/openai/...?api-version=...`` (and SDK 1.x with ``azure_deployment``
 calls ``/openai/deployments/{name}/...``); Azure AI Foundry Agents clients (``azure-ai-agents``)
-call ``/api/projects/{project}/...?api-version=v1``. ``AzureRoutingMiddleware`` checks the
+call ``/api/projects/{project}/...?api-version=v1``; Azure's v1 API (Responses) is
+``/openai/v1/...`` with the api-version optional. ``AzureRoutingMiddleware`` checks the
 version (and the project segment against the key's project) and rewrites those paths onto
 the ``/v1`` routes, so every route is written once.
 """
@@ -29,6 +30,8 @@ _DEPLOYMENT_RE = re.compile(r"^/openai/deployments/[^/]+(/.*)$")
 _PROJECT_RE = re.compile(r"^/api/projects/([^/]+)(/.*)$")
 # Undated versions: ``v1`` is what azure-ai-agents sends by default (the Assistants v2 shape).
 _UNDATED_V2 = frozenset({"v1"})
+# What Azure's /openai/v1 paths accept as api-version (none at all is the usual).
+_AZURE_V1_VERSIONS = frozenset({None, "v1", "preview", "latest"})
 _AUTH_HEADERS = frozenset({b"authorization", b"api-key"})
 
 
@@ -147,7 +150,11 @@ class AzureRoutingMiddleware:
             return
         path = scope["path"]
         segment: str | None = None
-        if path.startswith("/openai/"):
+        azure_v1 = path.startswith("/openai/v1/")
+        if azure_v1:
+            # Azure's v1 API (``/openai/v1/responses``...): OpenAI's paths, api-version optional.
+            rest = path[len("/openai/v1"):]
+        elif path.startswith("/openai/"):
             deployment = _DEPLOYMENT_RE.match(path)
             rest = deployment.group(1) if deployment else path[len("/openai"):]
         elif (project := _PROJECT_RE.match(path)) is not None:
@@ -161,7 +168,8 @@ class AzureRoutingMiddleware:
         version = (query.get("api-version") or [None])[0]
         state = dict(scope.get("state") or {})
         try:
-            state["azure_shape"] = check_azure_version(version, self.today())
+            state["azure_shape"] = "v2" if azure_v1 and version in _AZURE_V1_VERSIONS else \
+                check_azure_version(version, self.today())
         except InvalidRequestError as exc:
             state["azure_error"] = exc
         keyring = _keyring_of(scope)

@@ -124,9 +124,15 @@ class Execution:
 
     # -- the run ---------------------------------------------------------------------------
 
-    async def execute(self) -> None:
+    async def _load(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The run's thread and assistant (a hook: a response has a thread of its own and no
+        assistant, see ``spindle.responses.execution``)."""
         thread = await self.store.get("thread", self.run["thread_id"], self.project)
         assistant = await self.store.get("assistant", self.run["assistant_id"], self.project)
+        return thread, assistant
+
+    async def execute(self) -> None:
+        thread, assistant = await self._load()
         if thread is None:
             return  # deleted meanwhile; nothing left to report to
         if assistant is None:
@@ -215,7 +221,7 @@ class Execution:
         if self.turns_taken:  # this run has written messages and steps since the last read
             thread_messages = await self.store.scan("message", parent=self.run["thread_id"])
         own = {m["id"]: m for m in thread_messages if m.get("run_id") == self.run["id"]}
-        history = [prompt.message_to_chat(m) for m in thread_messages if m.get("run_id") != self.run["id"]]
+        history = await self._history(thread_messages)
         steps = await self.store.scan("run_step", parent=self.run["id"]) if self.turns_taken or self.resumed else []
         names = {tool.type: name for name, tool in offer.builtin_by_name.items()}
         progress = prompt.steps_to_chat(steps, own, names)
@@ -226,6 +232,11 @@ class Execution:
             raise RunStopped("incomplete", incomplete="max_prompt_tokens")
         history = prompt.truncate(history, self.run.get("truncation_strategy"), budget, fixed)
         return head + history + progress
+
+    async def _history(self, thread_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The conversation before this run, as chat messages (a hook: a response reads its
+        input items and the responses before it instead of thread messages)."""
+        return [prompt.message_to_chat(m) for m in thread_messages if m.get("run_id") != self.run["id"]]
 
     def _request(self, messages: list[dict[str, Any]], offer: Offer) -> ChatRequest:
         max_tokens = None
@@ -577,3 +588,12 @@ def _usage(usage: dict[str, int] | None) -> dict[str, int] | None:
     if not usage:
         return None
     return objects.add_usage(None, usage)
+
+
+# Other kinds of run execute with a subclass, chosen by the run's ``_kind`` (a Responses API
+# response is a run of kind "response"); registered at start-up, see ``spindle.app``.
+EXECUTION_KINDS: dict[str, type[Execution]] = {}
+
+
+def execution_for(run: dict[str, Any]) -> type[Execution]:
+    return EXECUTION_KINDS.get(str(run.get("_kind") or ""), Execution)

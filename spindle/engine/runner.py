@@ -19,7 +19,7 @@ from typing import Any
 
 from spindle.engine import leases, objects, runstate
 from spindle.engine.events import done_event, event
-from spindle.engine.execution import Execution, RunStopped
+from spindle.engine.execution import Execution, RunStopped, execution_for
 from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import now
 from spindle.runtime import Runtime
@@ -124,7 +124,7 @@ class RunEngine:
             if fresh is not None and fresh["status"] == "cancelling":
                 await self._finish_cancel(run["id"], project)
             elif fresh is not None and fresh["status"] == "queued":
-                await Execution(self.runtime, fresh, project).execute()
+                await execution_for(fresh)(self.runtime, fresh, project).execute()
         finally:
             self._limit.release()
 

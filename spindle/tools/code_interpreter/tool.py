@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from spindle.errors import NotFoundError
@@ -87,10 +87,17 @@ class CodeInterpreterTool(BuiltinTool):
         # key -> the local session recorded as this process's in the store (see ownership.py)
         self._recorded: dict[str, ThreadSession] = {}
         self._renewer: asyncio.Task[None] | None = None
+        # Hook (the Responses API's containers): the session key a run uses instead of its
+        # thread's, or None for the thread's own session.
+        self.session_key_for: Callable[[RunContext], str | None] | None = None
 
     @staticmethod
     def _key(project: str, thread_id: str) -> str:
         return f"{project}/{thread_id}"
+
+    def _session_key(self, ctx: RunContext) -> str:
+        hooked = self.session_key_for(ctx) if self.session_key_for is not None else None
+        return hooked or self._key(ctx.project, ctx.thread_id)
 
     # -- what the model sees ------------------------------------------------------------
 
@@ -149,11 +156,13 @@ class CodeInterpreterTool(BuiltinTool):
         thread's state moved on there): it is ended first, so this call starts fresh and says
         so. A session started here for a thread whose session elsewhere had run code is a
         reset too (that process died, or drained)."""
-        key = self._key(ctx.project, ctx.thread_id)
+        key = self._session_key(ctx)
         state = ctx.scratch.setdefault(
             _SCRATCH, {"files": [], "reset": False, "unreadable": set(), "copy_notes": {}, "new_notes": []}
         )
-        own = self.ownership
+        # Ownership rows are per thread; a container's session (Responses API) is refilled
+        # from its stored files wherever it is used, so it has none.
+        own = self.ownership if key == self._key(ctx.project, ctx.thread_id) else None
         if own is not None and key in self._recorded and not await own.still_ours(ctx.project, ctx.thread_id):
             self._recorded.pop(key, None)
             await self.manager.discard(key)
@@ -206,7 +215,7 @@ class CodeInterpreterTool(BuiltinTool):
             code = parse_code(call.arguments)
         except BadArguments as exc:
             return self._result(call.arguments, [], str(exc))
-        key = self._key(ctx.project, ctx.thread_id)
+        key = self._session_key(ctx)
         try:
             async with self._lease(ctx) as lease:
                 return await self._run(ctx, call, sink, lease, code)
@@ -303,7 +312,7 @@ class CodeInterpreterTool(BuiltinTool):
     # -- text ---------------------------------------------------------------------------
 
     def annotate(self, ctx: RunContext, text: str) -> list[dict[str, Any]]:
-        ts = self.manager.thread_session(self._key(ctx.project, ctx.thread_id))
+        ts = self.manager.thread_session(self._session_key(ctx))
         return links.annotate(text, ts.output_files if ts is not None else {})
 
     def pending_marker(self, text: str) -> int | None:

@@ -72,6 +72,13 @@ def store_ids(ctx: RunContext) -> tuple[list[str], list[str]]:
     return ids(ctx.assistant), ids(ctx.thread)
 
 
+def tool_filters(ctx: RunContext) -> dict[str, Any] | None:
+    """Attribute filters from the tool entry (a response's ``file_search`` tool has them; the
+    Assistants tool has none), already checked by the request schema."""
+    entry = next((t for t in ctx.tools if t.get("type") == "file_search"), {})
+    return (entry.get("file_search") or {}).get("filters")
+
+
 def tool_options(ctx: RunContext) -> tuple[int, str, float]:
     """``max_num_results``, ranker and score threshold from the run's file_search tool entry."""
     entry = next((t for t in ctx.tools if t.get("type") == "file_search"), {})
@@ -147,7 +154,8 @@ class FileSearchTool(BuiltinTool):
         settings = self.service.settings
         if settings.tool_rewrite and getattr(self.runtime.model, "configured", False):
             queries = await self.service.search.rewrite(queries, str(ctx.run.get("model") or ""))
-        options = SearchOptions(max_num_results=max_results, ranker=ranker, score_threshold=threshold)
+        options = SearchOptions(max_num_results=max_results, ranker=ranker, score_threshold=threshold,
+                                filters=tool_filters(ctx))
         per_query = await asyncio.gather(*(
             self.service.search.search_stores(ctx.project, assistant_ids + thread_ids, [q], options) for q in queries))
         hits = _merge(per_query, max_results)
