@@ -39,7 +39,15 @@ import zmq.asyncio
 from spindle.sandbox import bwrap, hostfs
 from spindle.sandbox.errors import SandboxUnavailable, SessionFailed
 from spindle.sandbox.kernel import configure_context
-from spindle.sandbox.limits import Limits, LimitsBackend, Rlimits, SessionLimits, describe, select_backend
+from spindle.sandbox.limits import (
+    Limits,
+    LimitsBackend,
+    Rlimits,
+    RlimitsOnly,
+    SessionLimits,
+    describe,
+    select_backend,
+)
 from spindle.sandbox.local_session import LocalSession
 from spindle.sandbox.provider import SandboxProvider
 from spindle.sandbox.seccomp import compile_filter
@@ -121,8 +129,11 @@ class BubblewrapProvider(SandboxProvider):
         self.zmq_context = zmq.asyncio.Context()
         configure_context(self.zmq_context, self.settings.max_output_file_mb * _MIB)
         # The zygote forks as root into each session's namespaces and uid; rootless servers
-        # can't, and start a fresh interpreter per session.
-        if self.settings.fast_start and self.root:
+        # can't, and start a fresh interpreter per session. Without cgroups a session's
+        # processes are found as the launcher's descendants, which a forked kernel is not: the
+        # rlimits backend starts fresh interpreters too.
+        assert self.cgroups is not None
+        if self.settings.fast_start and self.root and not isinstance(self.cgroups.backend, RlimitsOnly):
             await asyncio.to_thread(self._start_zygote)
         try:
             first = await self.create_session()  # ready means: started, connected, preload ran

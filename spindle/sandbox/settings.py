@@ -107,7 +107,8 @@ class SandboxSettings(BaseSettings):
         default=True,
         description="Fork new sessions' kernels from a template process with the preload modules "
         "already imported (each still gets its own bubblewrap sandbox, uid, cgroups and seccomp "
-        "filter); false starts a fresh interpreter per session.",
+        "filter); false starts a fresh interpreter per session. Root servers with cgroup v1 or v2 "
+        "only: rootless and rlimits-only servers always start fresh interpreters.",
     )
     preload: str = Field(
         default="numpy,pandas,matplotlib.pyplot",
