@@ -111,7 +111,7 @@ class IngestWorker:
 
     async def sweep(self, trust_leases: bool = True) -> int:
         """Queue here the store's in-progress files that no live process holds; returns how many."""
-        found = 0
+        found, orphans = 0, 0
         for obj in await self.runtime.store.scan("vector_store_file", {"status": "in_progress"}):
             key = obj["id"]
             if (key, obj.get("_attempt")) in self._held or self._pending[key]:
@@ -119,6 +119,9 @@ class IngestWorker:
             if claims.claimable(obj, self.owner, trust_leases=trust_leases, queued_grace_s=self.lease_s / 3):
                 self.submit(obj["vector_store_id"], key)
                 found += 1
+                orphans += obj.get(claims.OWNER) is not None
+        if orphans:
+            log.info("taking over %d vector store file(s) whose ingesting process stopped", orphans)
         return found
 
     async def _sweep_forever(self) -> None:
