@@ -72,6 +72,16 @@ async def renew(store: MetadataStore, file_key: str, owner: str, attempt: str | 
     return until
 
 
+async def release(store: MetadataStore, file_key: str, owner: str, attempt: str | None) -> bool:
+    """End this process's lease on a file it will not finish (shutdown): others may claim it now."""
+    expect = {"status": "in_progress", OWNER: owner, "_attempt": attempt if attempt is not None else MISSING}
+    try:
+        await store.write([Update("vector_store_file", file_key, fields={LEASE_UNTIL: 0.0}, expect=expect)])
+    except Conflict:
+        return False
+    return True
+
+
 class ByteBudget:
     """Bytes of file text this process may hold at once. Waiters are served in order, so a
     large file is not overtaken forever by small ones; one request larger than the whole

@@ -87,17 +87,24 @@ class IngestWorker:
         self._background.append(asyncio.create_task(self._renew_forever(), name="vs-ingest-renew"))
 
     async def stop(self) -> None:
-        """Stop claiming and stop what runs, writing nothing: files this process held stay
-        ``in_progress`` with its lease, and are taken over when the lease runs out (or at the
-        next start)."""
+        """Stop claiming, stop what runs and hand its files back: they stay ``in_progress``
+        with their lease ended, so another process (or the next start) takes them at once. A
+        crash skips the hand-back; then the lease runs out instead."""
         if self._warming is not None:
             await asyncio.gather(self._warming, return_exceptions=True)
+        held = list(self._held)  # before the cancelled jobs forget them
         tasks = [*self._background, *self._running]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._background.clear()
         self._running.clear()
+        self._held.clear()
+        for key, attempt in held:
+            try:
+                await claims.release(self.runtime.store, key, self.owner, attempt)
+            except Exception:  # the lease runs out instead
+                log.warning("handing back the ingestion of %s failed", key, exc_info=True)
 
     def submit(self, store_id: str, file_key: str) -> None:
         self._pending[file_key] += 1

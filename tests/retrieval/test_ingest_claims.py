@@ -94,6 +94,20 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_loses_the_file(backend
     _run(backend, tmp_path, body)
 
 
+def test_a_file_handed_back_at_shutdown_is_claimable_at_once(backend: str, tmp_path: Path) -> None:
+    async def body(store: MetadataStore) -> None:
+        item = await _queued_file(store)
+        assert await claims.claim(store, item, A, 60) is not None
+        assert not await claims.release(store, item["id"], B, item["_attempt"])  # not B's to hand back
+        stored = await store.get("vector_store_file", item["id"], None)
+        assert stored is not None and not claims.claimable(stored, B, trust_leases=True, queued_grace_s=0)
+        assert await claims.release(store, item["id"], A, item["_attempt"])
+        stored = await store.get("vector_store_file", item["id"], None)
+        assert stored is not None and claims.claimable(stored, B, trust_leases=True, queued_grace_s=0)
+        assert await claims.claim(store, stored, B, 60) is not None
+    _run(backend, tmp_path, body)
+
+
 def test_a_queued_file_is_left_to_its_process_for_the_grace_time(backend: str, tmp_path: Path) -> None:
     async def body(store: MetadataStore) -> None:
         fresh = await _queued_file(store)
