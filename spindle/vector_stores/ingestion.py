@@ -118,7 +118,7 @@ class IngestWorker:
 
     async def sweep(self, trust_leases: bool = True) -> int:
         """Queue here the store's in-progress files that no live process holds; returns how many."""
-        found, orphans = 0, 0
+        found = 0
         for obj in await self.runtime.store.scan("vector_store_file", {"status": "in_progress"}):
             key = obj["id"]
             if (key, obj.get("_attempt")) in self._held or self._pending[key]:
@@ -126,9 +126,6 @@ class IngestWorker:
             if claims.claimable(obj, self.owner, trust_leases=trust_leases, queued_grace_s=self.lease_s / 3):
                 self.submit(obj["vector_store_id"], key)
                 found += 1
-                orphans += obj.get(claims.OWNER) is not None
-        if orphans:
-            log.info("taking over %d vector store file(s) whose ingesting process stopped", orphans)
         return found
 
     async def _sweep_forever(self) -> None:
@@ -168,6 +165,9 @@ class IngestWorker:
         claimed = await claims.claim(self.runtime.store, obj, self.owner, self.lease_s)
         if claimed is None:
             return None  # another process claimed it (or it moved) first
+        if obj.get(claims.OWNER):
+            log.info("took over the ingestion of %s from %s (lease ended or process gone)", file_key,
+                     obj[claims.OWNER])
         self._held[(file_key, claimed.get("_attempt"))] = float(claimed[claims.LEASE_UNTIL])
         file_obj = await self.runtime.store.get("file", claimed["_file_id"], None)
         return _Job(store_id, file_key, claimed, file_obj or {})
