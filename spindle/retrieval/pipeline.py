@@ -55,6 +55,11 @@ def usage_bytes(prepared: Prepared, dim: int) -> int:
     return sum(len(c.text.encode("utf-8")) for c in prepared.chunks) + len(prepared.chunks) * dim * 4
 
 
+def held_bytes(prepared: Prepared) -> int:
+    """Memory held for a parsed file while it is embedded: its text plus the chunk copies."""
+    return len(prepared.text) + sum(len(c.text) for c in prepared.chunks)
+
+
 def ingest(
     index: SearchIndex,
     embedder: Embedder,
@@ -66,9 +71,14 @@ def ingest(
     settings: RetrievalSettings,
     on_keyword_ready: Callable[[], None] | None = None,
     parsers: ParserPool | None = None,
+    on_prepared: Callable[[int], None] | None = None,
 ) -> IngestResult:
+    """``on_prepared(bytes)`` is told how much text this file holds in memory once it is
+    parsed (its text and chunk copies), so a caller bounding memory can correct its estimate."""
     started = time.perf_counter()
     prepared = prepare(filename, source, strategy, settings, parsers)
+    if on_prepared is not None:
+        on_prepared(held_bytes(prepared))
     ids, searchable = index.add_chunks(file_id, filename, attributes, prepared.chunks)
     keyword_ready: list[float] = []
 

@@ -69,7 +69,16 @@ class RetrievalSettings(BaseSettings):
         "are ~20,000,000); checked before tokenizing.",
     )
     ingest_concurrency: int = Field(
-        16, description="Files ingested at once; small files wait mostly on keyword commits, so more than cores."
+        256, ge=1, description="Most files ingested at once (threads mostly waiting on the embedder); many small "
+        "files in flight let the embedder fill whole batches across files. Bounded by `ingest_memory_mb` too.",
+    )
+    ingest_memory_mb: int = Field(
+        64, ge=1, description="Text of files being ingested that this process holds at once (estimated from file "
+        "sizes, corrected after parsing); a larger file runs alone.",
+    )
+    ingest_lease_s: float = Field(
+        15.0, gt=0, description="A process ingesting a file holds a lease on it in the metadata store, renewed "
+        "while it works; another process takes the file over this long after the holder died.",
     )
     keyword_candidates: int = Field(60, description="BM25 hits fetched per query before fusion.")
     semantic_candidates: int = Field(60, description="Vector hits fetched per query before fusion.")

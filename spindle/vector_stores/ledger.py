@@ -21,6 +21,7 @@ from spindle.store.base import (
     diff_update,
     retry_on_conflict,
 )
+from spindle.vector_stores.claims import OWNER
 from spindle.vector_stores.objects import is_expired, refresh_expiry
 
 _TOUCH_EVERY_S = 60
@@ -44,22 +45,28 @@ class Ledger:
         status: str | None,
         expect: tuple[str, ...] | None = None,
         attempt: str | None = None,
+        owner: str | None = None,
         last_error: dict[str, str] | None = None,
         usage_bytes: int | None = None,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Move a stored file to ``status`` (``None`` = delete it). Returns the file as
-        written, or ``None`` when it is gone or not in one of the ``expect`` statuses."""
+        written, or ``None`` when it is gone or not in one of the ``expect`` statuses — or,
+        with ``owner``, when another process holds its ingestion lease (it took the file over)."""
         async def once() -> dict[str, Any] | None:
             obj = await self.store.get("vector_store_file", file_key, None)
             if obj is None or (expect is not None and obj["status"] not in expect):
                 return None
             if attempt is not None and obj.get("_attempt") != attempt:
                 return None  # re-added since this ingestion started: its result is stale
+            if owner is not None and obj.get(OWNER) != owner:
+                return None  # taken over by another process: its ingestion writes the result
             old_status, old_usage = obj["status"], int(obj.get("usage_bytes") or 0)
             counts = transition(old_status, status)
             ops: list[Op] = []
             guard = {"status": old_status, "_attempt": obj.get("_attempt", MISSING)}
+            if owner is not None:
+                guard[OWNER] = owner
             if status is None:
                 ops.append(Update("vector_store_file", file_key, expect=guard))
                 ops.append(Delete("vector_store_file", file_key))

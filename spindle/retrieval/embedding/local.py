@@ -39,7 +39,7 @@ _MAX_ROUND_WINDOWS = 2048
 # hundreds (fixed cost per pass, padding to the longest). Small files arrive a few ms apart, so
 # a small round waits while more keep coming: at most _LINGER_MAX_S in all, and never longer
 # than _LINGER_GAP_S without a new file (a lone file waits one gap, ~3 ms).
-_FULL_ROUND_WINDOWS = 128
+_FULL_ROUND_WINDOWS = 256
 _LINGER_GAP_S = 0.003
 _LINGER_MAX_S = 0.025
 
