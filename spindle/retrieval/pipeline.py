@@ -92,4 +92,6 @@ def ingest(
     used = usage_bytes(prepared, vectors.shape[1])
     index.add_vectors(file_id, ids, vectors, used)
     searchable.result()  # re-raises a failed commit
-    return IngestResult(len(ids), prepared.tokens, used, keyword_ready[0], time.perf_counter() - started)
+    # A future's done-callbacks run after result() can already return: mark() may not have run yet.
+    done_s = time.perf_counter() - started
+    return IngestResult(len(ids), prepared.tokens, used, keyword_ready[0] if keyword_ready else done_s, done_s)
