@@ -85,5 +85,14 @@ def affinity_wait(lease_s: float) -> float:
     return min(AFFINITY_WAIT_S, lease_s / 6)
 
 
+# A run's Code Interpreter session, when it is not its thread's (a response's container).
+SESSION = "_session"
+
+
+def session_subject(run: dict[str, Any]) -> str:
+    """What a run's Code Interpreter session belongs to: its container, else its thread."""
+    return str(run.get(SESSION) or run["thread_id"])
+
+
 def uses_code_interpreter(run: dict[str, Any]) -> bool:
     return any(isinstance(t, dict) and t.get("type") == "code_interpreter" for t in run.get("tools") or [])

@@ -135,7 +135,7 @@ class RunEngine:
         if sessions is None or not self.store.shared or not leases.uses_code_interpreter(run):
             return False
         try:
-            if not sessions.alive_elsewhere(await sessions.row(project, run["thread_id"])):
+            if not sessions.alive_elsewhere(await sessions.row(project, leases.session_subject(run))):
                 return False
             deadline = time.monotonic() + leases.affinity_wait(self.lease_s)
             while time.monotonic() < deadline:
@@ -160,13 +160,18 @@ class RunEngine:
             await asyncio.sleep(max(leases.AFFINITY_POLL_S, len(held) / leases.AFFINITY_QUERIES_PER_S))
             if self._draining:
                 continue
-            for project, thread_id in held:
+            for project, subject in held:
                 try:
-                    for run in await self.store.scan("run", {"status": "queued"}, parent=thread_id):
+                    # A thread's runs are its children; a container's runs name it (responses).
+                    if subject.startswith("thread_"):
+                        queued = await self.store.scan("run", {"status": "queued"}, parent=subject)
+                    else:
+                        queued = await self.store.scan("run", {"status": "queued", leases.SESSION: subject})
+                    for run in queued:
                         if run["id"] not in self._tasks:
                             self.launch(run, project)
                 except Exception:
-                    log.exception("claiming runs of thread %s (its session is here) failed", thread_id)
+                    log.exception("claiming runs of %s (its session is here) failed", subject)
 
     async def _finish_cancel(self, run_id: str, project: str) -> None:
         fresh = await self.store.get("run", run_id, project)

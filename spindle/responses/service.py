@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from spindle.containers.service import is_expired
-from spindle.engine import objects
+from spindle.engine import leases, objects
 from spindle.engine.events import event
 from spindle.engine.prompt import estimate_tokens
 from spindle.errors import InvalidRequestError, NotFoundError
@@ -222,6 +222,10 @@ class ResponseService:
             "tool_choice": fields.get("tool_choice") or "auto", "tools": [_shown_tool(t) for t in tools],
             "include": list(fields.get("include") or []), "container_id": container_id,
             "truncation": fields.get("truncation") or "disabled", "user": fields.get("user")}})
+        if container_id:
+            # The Code Interpreter session this run uses (see leases.session_subject): with several
+            # processes, the one holding the container's session claims the run (affinity).
+            run[leases.SESSION] = container_id
         ops: list[Op] = [Put("thread", thread, project), Put("run", run, project, parent=thread_id),
                          event("thread.run.created", run), event("thread.run.queued", run)]
         if fields.get("conversation"):

@@ -44,7 +44,8 @@ class SessionOwnership:
         self.store = store
         self.owner = owner
         self.lease_s = lease_s
-        # thread key "project/thread" -> (project, thread id) of rows this process holds
+        # session key ("project/thread", or a container's) -> (project, thread or container id)
+        # of rows this process holds
         self.held: dict[str, tuple[str, str]] = {}
 
     def alive_elsewhere(self, row: dict[str, Any] | None) -> bool:
@@ -62,8 +63,10 @@ class SessionOwnership:
             return None
         return str(row.get("owner"))
 
-    async def take(self, project: str, thread_id: str) -> bool:
-        """Record this process as the holder of a session it just started for the thread.
+    async def take(self, project: str, thread_id: str, key: str | None = None) -> bool:
+        """Record this process as the holder of a session it just started for the thread (or
+        the container: ``thread_id`` is then the container's id; ``key`` is the session's key
+        in the session manager, default ``project/thread``).
         Returns True when a session of this thread elsewhere had run code (its state is lost)."""
         previous = await self.row(project, thread_id)
         lost = previous is not None and previous.get("owner") != self.owner and bool(previous.get("executed"))
@@ -73,7 +76,7 @@ class SessionOwnership:
         row = {"id": row_id(thread_id), "object": KIND, "thread_id": thread_id, "owner": self.owner, "lease_until": time.time() + self.lease_s,
                "executed": False, "taken_at": time.time()}
         await self.store.write([Put(KIND, row, project, parent=thread_id)])
-        self.held[f"{project}/{thread_id}"] = (project, thread_id)
+        self.held[key or f"{project}/{thread_id}"] = (project, thread_id)
         return lost
 
     async def executed(self, project: str, thread_id: str) -> None:

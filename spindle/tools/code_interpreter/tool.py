@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from spindle.engine import leases
 from spindle.errors import NotFoundError
 from spindle.sandbox import (
     SandboxCapacityError,
@@ -160,16 +161,16 @@ class CodeInterpreterTool(BuiltinTool):
         state = ctx.scratch.setdefault(
             _SCRATCH, {"files": [], "reset": False, "unreadable": set(), "copy_notes": {}, "new_notes": []}
         )
-        # Ownership rows are per thread; a container's session (Responses API) is refilled
-        # from its stored files wherever it is used, so it has none.
-        own = self.ownership if key == self._key(ctx.project, ctx.thread_id) else None
-        if own is not None and key in self._recorded and not await own.still_ours(ctx.project, ctx.thread_id):
+        # Ownership rows are per session: the thread's, or the response's container's.
+        own = self.ownership
+        subject = leases.session_subject(ctx.run)
+        if own is not None and key in self._recorded and not await own.still_ours(ctx.project, subject):
             self._recorded.pop(key, None)
             await self.manager.discard(key)
         async with self.manager.lease(key) as lease:
             lost = False
             if own is not None and self._recorded.get(key) is not lease.thread:
-                lost = await own.take(ctx.project, ctx.thread_id)
+                lost = await own.take(ctx.project, subject, key=key)
                 self._recorded[key] = lease.thread
             if lease.reset or lost:
                 state["reset"] = True  # the instructions say it ...
@@ -246,7 +247,7 @@ class CodeInterpreterTool(BuiltinTool):
         )
         result = await lease.execute(code, timeout=self.settings.call_timeout_s, on_output=recorder.on_output)
         if self.ownership is not None and lease.thread.executions == 1:
-            await self.ownership.executed(ctx.project, ctx.thread_id)
+            await self.ownership.executed(ctx.project, leases.session_subject(ctx.run))
         if result.note:  # a tripped limit or a restart: shown in the step's logs too
             await recorder.add_text(f"\n[{result.note}]\n")
         changed = [f for f in await lease.session.list_files() if before.get(f.path) != f]
