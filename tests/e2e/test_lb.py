@@ -36,7 +36,10 @@ LEASE_S = 3.0
 def cluster(upstream: harness.Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.SpindleServer]:
     root = tmp_path_factory.mktemp("lb")
     env = harness.backend_env("postgres+s3") | {"SPINDLE_RUN_LEASE_S": str(LEASE_S), "SPINDLE_DRAIN_TIMEOUT_S": "5",
-                                                "SPINDLE_SANDBOX_POOL_SIZE": "1"}
+                                                "SPINDLE_SANDBOX_POOL_SIZE": "1",
+                                                # ingestion slowed down, so a batch is mid-way at the kill
+                                                "SPINDLE_RETRIEVAL_INGEST_CONCURRENCY": "2",
+                                                "SPINDLE_RETRIEVAL_INGEST_LEASE_S": str(LEASE_S)}
     server = harness.SpindleServer(root / "data", upstream=upstream, env=env, log_path=root / "spindle.log",
                                    processes=3)
     try:
@@ -78,6 +81,16 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
 
 def code_call(code: str) -> dict[str, Any]:
     return {"tool_calls": [{"name": "python", "arguments": json.dumps({"code": code})}]}
+
+
+BATCH_FILES = 60
+_WORDS = ("harbour lantern granite ledger orchard quarry tide signal copper meadow beacon archive "
+          "ferry mill compass glacier summit delta canyon prairie").split()
+
+
+def _document(i: int) -> bytes:
+    body = " ".join(_WORDS[(i * 7 + j * 3) % len(_WORDS)] for j in range(900))
+    return f"Document {i} carries the marker zq{i:04d}x. {body}".encode()
 
 
 def ci_outputs(client: Any, thread_id: str, run_id: str) -> list[str]:
@@ -156,6 +169,13 @@ def test_kill9_of_the_process_running_code_loses_nothing(cluster: harness.Spindl
                       client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=sleeping.id).data),
           30, "the code to start")
     time.sleep(2)  # the kernel is in time.sleep now (the step's logs are stored when the call ends)
+    # A 60-file batch ingesting on every process (each claims files from the store).
+    vs = client.vector_stores.create(name="batch at the kill")
+    file_ids = [client.files.create(file=(f"doc{i}.txt", _document(i)), purpose="assistants").id
+                for i in range(BATCH_FILES)]
+    batch = client.vector_stores.file_batches.create(vector_store_id=vs.id, file_ids=file_ids)
+    at_kill = _wait(lambda: (b := client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=vs.id))
+                    .file_counts.completed >= 2 and b, 120, "the batch to be part-way")
     victim = _executing_process(cluster)
     cluster.kill9_one(victim)
     killed = time.monotonic()
@@ -185,6 +205,20 @@ def test_kill9_of_the_process_running_code_loses_nothing(cluster: harness.Spindl
     (output,) = [m["content"] for m in last if m["role"] == "tool" and "False a,b" in (m.get("content") or "")]
     assert "session of this thread expired" in output, output
     assert "session of this thread expired" in last[0]["content"]
+    # The batch completes on the survivors, every file once, the counters adding up.
+    assert at_kill.file_counts.completed < BATCH_FILES, "the batch was not mid-way at the kill"
+    done = _wait(lambda: (b := client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=vs.id))
+                 .status == "completed" and b, 240, "the survivors to complete the batch")
+    counts = done.file_counts
+    assert (counts.completed, counts.in_progress, counts.failed, counts.total) == (BATCH_FILES, 0, 0, BATCH_FILES)
+    store = client.vector_stores.retrieve(vs.id)
+    assert (store.file_counts.completed, store.file_counts.in_progress) == (BATCH_FILES, 0), store.file_counts
+    listed = list(client.vector_stores.files.list(vector_store_id=vs.id, limit=100))
+    assert sorted(f.id for f in listed) == sorted(file_ids)
+    assert store.usage_bytes == sum(f.usage_bytes for f in listed) > 0
+    # ... and is searchable from any process (the index is in PostgreSQL).
+    hits = client.vector_stores.search(vector_store_id=vs.id, query="zq0042x")
+    assert hits.data and hits.data[0].file_id == file_ids[42], [h.filename for h in hits.data]
     # nothing stuck: no run of these threads is still active
     for t, r in ((thread.id, sleeping.id), (waiting_thread.id, waiting.id)):
         assert client.beta.threads.runs.retrieve(r, thread_id=t).status in ("failed", "completed")
