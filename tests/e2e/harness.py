@@ -201,6 +201,17 @@ class Upstream:
         httpx.post(f"{self.root_url}/_reset").raise_for_status()
 
 
+def wait_until(predicate: Any, timeout: float, what: str, poll_s: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def topology_processes(topology: str | None = None) -> int:
     """How many ``spindle serve`` processes one test server is: 1, or N for
     ``SPINDLE_TEST_TOPOLOGY=lbN`` (N processes on one PostgreSQL + S3 behind nginx)."""

@@ -45,15 +45,6 @@ def _document(i: int) -> bytes:
     return f"Document {i} carries the marker zq{i:04d}x. {body}".encode()
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def _start_batch(client: Any) -> tuple[str, str, list[str]]:
     vs = client.vector_stores.create(name="kill me mid-batch")
@@ -67,7 +58,7 @@ def _mid_batch(client: Any, vs_id: str, batch_id: str) -> Any:
     def some() -> Any:
         batch = client.vector_stores.file_batches.retrieve(batch_id, vector_store_id=vs_id)
         return batch if 2 <= batch.file_counts.completed <= FILES - 20 else None
-    return _wait(some, 120, "the batch to be part-way")
+    return harness.wait_until(some, 120, "the batch to be part-way")
 
 
 def _assert_complete(client: Any, vs_id: str, batch_id: str, ids: list[str]) -> None:
@@ -95,7 +86,7 @@ def test_a_batch_killed_mid_way_completes_after_a_restart(tmp_path: Path) -> Non
         server.kill9()
         server.start()
         client = harness.make_client("openai", server.base_url)
-        _wait(lambda: client.vector_stores.file_batches.retrieve(batch_id, vector_store_id=vs_id).status
+        harness.wait_until(lambda: client.vector_stores.file_batches.retrieve(batch_id, vector_store_id=vs_id).status
               == "completed", 180, "the batch to complete after the restart")
         _assert_complete(client, vs_id, batch_id, ids)
         assert at_kill.file_counts.completed < FILES  # it really was killed mid-batch
@@ -138,7 +129,7 @@ def test_the_survivor_finishes_the_batch_of_a_killed_process(shared_backends: tu
         at_kill = _mid_batch(client_b, vs_id, batch_id)
         a.kill9()
         killed = time.monotonic()
-        _wait(lambda: client_b.vector_stores.file_batches.retrieve(batch_id, vector_store_id=vs_id).status
+        harness.wait_until(lambda: client_b.vector_stores.file_batches.retrieve(batch_id, vector_store_id=vs_id).status
               == "completed", 180, "the survivor to complete the batch")
         took = time.monotonic() - killed
         _assert_complete(client_b, vs_id, batch_id, ids)

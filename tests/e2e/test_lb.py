@@ -69,15 +69,6 @@ def _metric(url: str, name: str, **labels: str) -> float:
     return total
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def code_call(code: str) -> dict[str, Any]:
     return {"tool_calls": [{"name": "python", "arguments": json.dumps({"code": code})}]}
@@ -165,7 +156,7 @@ def test_kill9_of_the_process_running_code_loses_nothing(cluster: harness.Spindl
                                           {"content": "never"}])
     client.beta.threads.messages.create(thread_id=thread.id, role="user", content="now sleep a while")
     sleeping = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=ci.id)
-    _wait(lambda: any(s.type == "tool_calls" and s.status == "in_progress" for s in
+    harness.wait_until(lambda: any(s.type == "tool_calls" and s.status == "in_progress" for s in
                       client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=sleeping.id).data),
           30, "the code to start")
     time.sleep(2)  # the kernel is in time.sleep now (the step's logs are stored when the call ends)
@@ -174,14 +165,14 @@ def test_kill9_of_the_process_running_code_loses_nothing(cluster: harness.Spindl
     file_ids = [client.files.create(file=(f"doc{i}.txt", _document(i)), purpose="assistants").id
                 for i in range(BATCH_FILES)]
     batch = client.vector_stores.file_batches.create(vector_store_id=vs.id, file_ids=file_ids)
-    at_kill = _wait(lambda: (b := client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=vs.id))
+    at_kill = harness.wait_until(lambda: (b := client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=vs.id))
                     .file_counts.completed >= 2 and b, 120, "the batch to be part-way")
     victim = _executing_process(cluster)
     cluster.kill9_one(victim)
     killed = time.monotonic()
 
     # The sleeping run: failed by a survivor within the lease, as a restart does.
-    failed = _wait(lambda: (r := client.beta.threads.runs.retrieve(sleeping.id, thread_id=thread.id)).status
+    failed = harness.wait_until(lambda: (r := client.beta.threads.runs.retrieve(sleeping.id, thread_id=thread.id)).status
                    == "failed" and r, LEASE_S * 4 + 10, "the orphaned run to fail")
     assert time.monotonic() - killed <= LEASE_S * 2 + 5
     assert failed.last_error.code == "server_error"
@@ -207,7 +198,7 @@ def test_kill9_of_the_process_running_code_loses_nothing(cluster: harness.Spindl
     assert "session of this thread expired" in last[0]["content"]
     # The batch completes on the survivors, every file once, the counters adding up.
     assert at_kill.file_counts.completed < BATCH_FILES, "the batch was not mid-way at the kill"
-    done = _wait(lambda: (b := client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=vs.id))
+    done = harness.wait_until(lambda: (b := client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=vs.id))
                  .status == "completed" and b, 240, "the survivors to complete the batch")
     counts = done.file_counts
     assert (counts.completed, counts.in_progress, counts.failed, counts.total) == (BATCH_FILES, 0, 0, BATCH_FILES)

@@ -42,15 +42,6 @@ def pair(database: PostgresServer, upstream: harness.Upstream, tmp_path: Path) -
         server.stop()
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def _streaming_run(client: Any, upstream: harness.Upstream, word: str) -> tuple[Any, Any]:
     upstream.script(word, [{"content": "partial words keep coming", "chunk_chars": 2, "delay_ms": 30, "hang": True}])
@@ -61,7 +52,7 @@ def _streaming_run(client: Any, upstream: harness.Upstream, word: str) -> tuple[
     def texts() -> Any:
         data = client.beta.threads.messages.list(thread_id=thread.id).data
         return data[0].role == "assistant" and data[0].content and data[0].content[0].text.value
-    _wait(texts, 20, "streamed text")
+    harness.wait_until(texts, 20, "streamed text")
     return thread, run
 
 
@@ -75,7 +66,7 @@ def test_a_run_of_a_killed_process_is_settled_by_the_other(pair: list[harness.Sp
     assert client_b.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "in_progress"
     a.kill9()
     killed = time.monotonic()
-    failed = _wait(lambda: (r := client_b.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "failed"
+    failed = harness.wait_until(lambda: (r := client_b.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "failed"
                    and r, LEASE_S * 4 + 5, "the orphaned run to fail")
     took = time.monotonic() - killed
     assert took <= LEASE_S * (1 + 1 / 3) + 3.0, took
@@ -98,7 +89,7 @@ def test_a_cancel_sent_to_the_other_process_reaches_the_run(pair: list[harness.S
     client_a, client_b = harness.make_client("openai", a.base_url), harness.make_client("openai", b.base_url)
     thread, run = _streaming_run(client_a, upstream, "cancel me elsewhere")
     assert client_b.beta.threads.runs.cancel(run.id, thread_id=thread.id).status == "cancelling"
-    done = _wait(lambda: (r := client_a.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "cancelled"
+    done = harness.wait_until(lambda: (r := client_a.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "cancelled"
                  and r, LEASE_S * 3 + 5, "the cancel to land")
     assert done.cancelled_at is not None
     steps = client_b.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data
@@ -117,7 +108,7 @@ def test_sigterm_lets_a_running_run_finish(pair: list[harness.SpindleServer], up
     assistant = client_a.beta.assistants.create(model="m")
     thread = client_a.beta.threads.create(messages=[{"role": "user", "content": "finish before you go"}])
     run = client_a.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    _wait(lambda: client_b.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "in_progress", 10,
+    harness.wait_until(lambda: client_b.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "in_progress", 10,
           "the run to start")
     client_a.close()
     a.stop()  # SIGTERM, and wait for the exit

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import harness
@@ -20,15 +19,6 @@ WEATHER = {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 
-
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _typed(events: list[Any]) -> list[str]:
@@ -144,7 +134,7 @@ def test_failures_are_openai_errors(openai_client: Any, upstream: harness.Upstre
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.retrieve(forgotten.id)
     done = openai_client.responses.create(model="gpt-4o", input="quick", background=True)
-    _wait(lambda: openai_client.responses.retrieve(done.id).status == "completed", 20, "the background response")
+    harness.wait_until(lambda: openai_client.responses.retrieve(done.id).status == "completed", 20, "the background response")
     with pytest.raises(openai.BadRequestError) as finished:
         openai_client.responses.cancel(done.id)
     assert "completed" in finished.value.body["message"]
@@ -211,10 +201,10 @@ def test_kill9_during_a_background_response(start_server: Any, upstream: harness
     client = harness.make_client("openai", server.base_url)
     upstream.script("crash during this", [{"content": "partial " * 100, "chunk_chars": 8, "delay_ms": 100}])
     response = client.responses.create(model="gpt-4o", input="crash during this", background=True)
-    _wait(lambda: client.responses.retrieve(response.id).output, 20, "text to stream")
+    harness.wait_until(lambda: client.responses.retrieve(response.id).output, 20, "text to stream")
     server.kill9()
     server.start()
-    failed = _wait(lambda: (r := client.responses.retrieve(response.id)).status == "failed" and r, 20,
+    failed = harness.wait_until(lambda: (r := client.responses.retrieve(response.id)).status == "failed" and r, 20,
                    "the restart to settle the response")
     assert failed.error.code == "server_error" and "restarted" in failed.error.message
     assert failed.output[0].content[0].text.startswith("partial")  # what was streamed is kept
