@@ -74,8 +74,12 @@ def steps_to_chat(steps: list[dict[str, Any]], messages_by_id: dict[str, dict[st
 
 def truncate(history: list[dict[str, Any]], strategy: dict[str, Any] | None, budget: int | None,
              fixed_tokens: int) -> list[dict[str, Any]]:
-    """Apply ``truncation_strategy`` to the thread history (not to the run's own steps)."""
+    """Apply ``truncation_strategy`` to the thread history (not to the run's own steps).
+    ``disabled`` (a response's ``truncation: "disabled"``) sends everything: the upstream then
+    refuses what does not fit its context window, and the response fails, as on OpenAI."""
     strategy = strategy or {"type": "auto"}
+    if strategy.get("type") == "disabled":
+        return history
     if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
         history = history[-int(strategy["last_messages"]):]
     limit = (budget or _AUTO_CONTEXT_TOKENS) - fixed_tokens

@@ -222,6 +222,9 @@ class ResponseService:
             "tool_choice": fields.get("tool_choice") or "auto", "tools": [_shown_tool(t) for t in tools],
             "include": list(fields.get("include") or []), "container_id": container_id,
             "truncation": fields.get("truncation") or "disabled", "user": fields.get("user")}})
+        # OpenAI's default is "disabled": the whole chain is sent, however long.
+        run["truncation_strategy"] = {"type": "auto" if fields.get("truncation") == "auto" else "disabled",
+                                      "last_messages": None}
         if container_id:
             # The Code Interpreter session this run uses (see leases.session_subject): with several
             # processes, the one holding the container's session claims the run (affinity).

@@ -116,6 +116,23 @@ def test_background_and_cancel(client: openai.OpenAI, upstream: UpstreamHandle) 
         client.responses.cancel(response.id)
 
 
+def test_truncation_auto_drops_the_oldest_items_disabled_sends_all(client: openai.OpenAI,
+                                                                   upstream: UpstreamHandle) -> None:
+    # Above the engine's context estimate (~100k tokens at ~4 characters a token).
+    long_text = "filler words " * 40_000
+    upstream.script("first question", [{"content": "first answer"}])
+    first = client.responses.create(model="m", input=[
+        {"role": "user", "content": long_text}, {"role": "user", "content": "first question"}])
+    for truncation, expected in (("auto", 3), ("disabled", 4)):
+        upstream.script(f"follow-up {truncation}", [{"content": "ok"}])
+        client.responses.create(model="m", previous_response_id=first.id, input=f"follow-up {truncation}",
+                                truncation=truncation)  # type: ignore[arg-type]
+        sent = upstream.requests()[-1]["messages"]
+        assert len(sent) == expected, [m["content"][:20] for m in sent]
+        assert (sent[0]["content"] == long_text) is (truncation == "disabled")
+        assert sent[-1]["content"] == f"follow-up {truncation}"
+
+
 def test_conversation_reads_and_extends(client: openai.OpenAI, upstream: UpstreamHandle) -> None:
     conversation = client.conversations.create(items=[{"type": "message", "role": "user", "content": "My name is Ada."}],
                                                metadata={"topic": "names"})
