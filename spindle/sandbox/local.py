@@ -136,6 +136,17 @@ class BubblewrapProvider(SandboxProvider):
         if self.settings.fast_start and self.root and not isinstance(self.cgroups.backend, RlimitsOnly):
             await asyncio.to_thread(self._start_zygote)
         try:
+            first = await self._probe_session()
+        except BaseException:
+            # A server that cannot run code must not leave its zygote behind.
+            await asyncio.to_thread(self._stop_zygote)
+            raise
+        self._spare = first  # the probe becomes the first session handed out
+
+    async def _probe_session(self) -> LocalSession:
+        """The first session: proves code can run here (with the zygote if there is one, else
+        or on its failure a fresh interpreter) and as the session's uid only."""
+        try:
             first = await self.create_session()  # ready means: started, connected, preload ran
         except SessionFailed as exc:
             if self._zygote is None:
@@ -155,7 +166,7 @@ class BubblewrapProvider(SandboxProvider):
         for name in await asyncio.to_thread(hostfs.snapshot, mpl):
             if name.endswith(".json"):
                 self.assets[name] = await asyncio.to_thread(hostfs.read_file, mpl, name, 16 * _MIB)
-        self._spare = first  # the probe becomes the first session handed out
+        return first
 
     def _start_zygote(self) -> None:
         modules = [m.strip() for m in self.settings.preload.split(",") if m.strip()]

@@ -163,7 +163,7 @@ class CodeInterpreterTool(BuiltinTool):
         )
         # Ownership rows are per session: the thread's, or the response's container's.
         own = self.ownership
-        subject = leases.session_subject(ctx.run)
+        subject = _subject(ctx)
         if own is not None and key in self._recorded and not await own.still_ours(ctx.project, subject):
             self._recorded.pop(key, None)
             await self.manager.discard(key)
@@ -247,7 +247,7 @@ class CodeInterpreterTool(BuiltinTool):
         )
         result = await lease.execute(code, timeout=self.settings.call_timeout_s, on_output=recorder.on_output)
         if self.ownership is not None and lease.thread.executions == 1:
-            await self.ownership.executed(ctx.project, leases.session_subject(ctx.run))
+            await self.ownership.executed(ctx.project, _subject(ctx))
         if result.note:  # a tripped limit or a restart: shown in the step's logs too
             await recorder.add_text(f"\n[{result.note}]\n")
         changed = [f for f in await lease.session.list_files() if before.get(f.path) != f]
@@ -363,3 +363,8 @@ class CodeInterpreterTool(BuiltinTool):
             stale = self._recorded.pop(key, None)
             if stale is not None and self.manager.thread_session(key) is stale and not stale.lock.locked():
                 await self.manager.discard(key)  # taken over elsewhere: this copy is stale
+
+
+def _subject(ctx: RunContext) -> str:
+    """What the run's session belongs to (its ownership row): a response's container, else the thread."""
+    return str(ctx.run.get(leases.SESSION) or ctx.thread_id)
