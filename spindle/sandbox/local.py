@@ -169,6 +169,9 @@ class BubblewrapProvider(SandboxProvider):
         return first
 
     def _start_zygote(self) -> None:
+        self._zygote = self._new_zygote()
+
+    def _new_zygote(self) -> Zygote | None:
         modules = [m.strip() for m in self.settings.preload.split(",") if m.strip()]
         env = bwrap.sandbox_env(self.settings.python, self.settings.cpus)
         zygote = Zygote(self.settings.python, env, modules, self._seccomp)
@@ -177,10 +180,10 @@ class BubblewrapProvider(SandboxProvider):
         except (OSError, ZygoteError) as exc:
             log.warning("sandbox: the zygote did not start (%s); sessions start a fresh interpreter", exc)
             zygote.stop()
-            return
+            return None
         for problem in problems:
             log.warning("sandbox zygote preload %s", problem)
-        self._zygote = zygote
+        return zygote
 
     def _stop_zygote(self) -> None:
         zygote, self._zygote = self._zygote, None
@@ -440,8 +443,11 @@ class BubblewrapProvider(SandboxProvider):
                 zygote = self._zygote
                 if zygote is not None and not zygote.alive():
                     log.warning("sandbox: the zygote exited (%s); restarting it", zygote.log_tail()[-300:])
-                    self._stop_zygote()
-                    self._start_zygote()  # on failure: fresh interpreters from the next session on
+                    # The dead one stays in place until its successor is up: sandboxes being
+                    # built meanwhile still wait for a fork (here, after this lock) instead of
+                    # falling back to a fresh interpreter. On failure: fresh interpreters.
+                    self._zygote = self._new_zygote()
+                    zygote.stop()
                     zygote = self._zygote
                 if zygote is None:
                     raise ZygoteError("the zygote is gone and could not be restarted")
