@@ -23,11 +23,11 @@ out="$(mktemp -d /var/tmp/spindle-uml.XXXXXX)"
 echo "cgroup v2 guest: log in $out/guest.log"
 start=$(date +%s)
 # uml_exec.py: UML 6.1 cannot switch FPU state on AMX hosts without it (see the file).
-timeout "${SPINDLE_UML_TIMEOUT:-900}" /usr/bin/python3 scripts/uml_exec.py /usr/bin/linux.uml \
+timeout "${SPINDLE_UML_TIMEOUT:-1500}" /usr/bin/python3 scripts/uml_exec.py /usr/bin/linux.uml \
   mem="${SPINDLE_UML_MEM:-3G}" root=/dev/root rootflags=/ rootfstype=hostfs rw \
   init="$REPO/scripts/uml_init.sh" con=null con0=null,fd:1 \
   SPINDLE_UML_REPO="$REPO" SPINDLE_UML_RESULT="$out/result" SPINDLE_UML_LOG="$out/guest.log" \
-  SPINDLE_UML_TESTS="${TESTS// /,}" SPINDLE_UML_STAGE_TIMEOUT="${SPINDLE_UML_STAGE_TIMEOUT:-360}" \
+  SPINDLE_UML_TESTS="${TESTS// /,}" SPINDLE_UML_STAGE_TIMEOUT="${SPINDLE_UML_STAGE_TIMEOUT:-600}" \
   > "$out/console.log" 2>&1 < /dev/null
 rc=$?
 grep -E "passed|failed|error" "$out/guest.log" | grep -E "^=+ |[0-9]+ (passed|failed)" || true
