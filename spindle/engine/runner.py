@@ -13,6 +13,7 @@ waited for tool outputs too long.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -304,8 +305,6 @@ class RunEngine:
         """Text streamed before the crash is in the event log even if the message object was
         last saved earlier: put it back into the message, so nothing the user saw is lost."""
         texts: dict[str, dict[int, str]] = {}
-        import json
-
         after = 0
         while batch := await self.store.read_events(run["id"], after):
             for item in batch:
@@ -317,19 +316,23 @@ class RunEngine:
                     if part.get("type") == "text":
                         per = texts.setdefault(data["id"], {})
                         per[part["index"]] = per.get(part["index"], "") + part["text"].get("value", "")
-        ops: list[Op] = []
         for message_id, parts in texts.items():
             message = await self.store.get("message", message_id, project)
-            if message is None:
+            if message is None or message.get("status") != "in_progress":
                 continue
             for index, value in parts.items():
                 while len(message["content"]) <= index:
                     message["content"].append({"type": "text", "text": {"value": "", "annotations": []}})
                 if message["content"][index]["type"] == "text" and len(message["content"][index]["text"]["value"]) < len(value):
                     message["content"][index]["text"]["value"] = value
-            ops.append(runstate.message_update(message))
-        if ops:
-            await self.store.write(ops)
+            try:
+                # Only the content, and only while the message is still open: another process
+                # settling the same run may have closed it since we read it (its status and
+                # incomplete_details must not be put back to in_progress).
+                await self.store.write([Update("message", message_id, fields={"content": message["content"]},
+                                               expect={"status": "in_progress"})])
+            except Conflict:
+                continue
 
     async def expire_waiting(self) -> None:
         for run in await self.store.scan("run", {"status": "requires_action"}):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from typing import Any
@@ -10,6 +11,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from spindle.engine.execution import Execution, RunStopped
+from spindle.engine.runner import RESTART_ERROR
 from tests.unit.conftest import sse_events
 from tests.upstream.server import UpstreamHandle
 
@@ -359,3 +362,50 @@ def test_model_map_and_azure_upstream(make_app: Any, upstream: UpstreamHandle) -
     assert "api-version=2024-10-21" in sent.query
     assert sent.headers.get("api-key") == "azure-key"
     assert run.model == "gpt-4"  # the mapping is the server's business, not the client's
+
+
+def test_two_processes_settling_one_orphaned_run(http: TestClient, client: openai.OpenAI, upstream: UpstreamHandle,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes may find the same run orphaned at once. The one that settles it second
+    must not write its stale copy of the message back over the settled one (the message was
+    found ``in_progress`` again after a kill -9 behind a load balancer)."""
+    engine = http.app.state.runtime.engine  # type: ignore[attr-defined]
+    store = http.app.state.runtime.store  # type: ignore[attr-defined]
+    upstream.script("orphan me", [{"content": "partial text that never ends", "chunk_chars": 2, "delay_ms": 10,
+                                   "hang": True}])
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "orphan me"}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+        if message.role == "assistant" and message.content and message.content[0].text.value:
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)
+    http.portal.call(engine.abandon, run.id)  # type: ignore[union-attr]  # as if its process died
+    project = http.portal.call(engine._project_of, {"id": run.id})  # type: ignore[union-attr]
+    stale = http.portal.call(store.get, "run", run.id, project)  # type: ignore[union-attr]
+    assert stale["status"] == "in_progress"
+    runtime = http.app.state.runtime  # type: ignore[attr-defined]
+    read_message = store.get
+    other_settled: list[str] = []
+
+    async def get_then_other_settles(kind: str, object_id: str, *args: Any, **kwargs: Any) -> Any:
+        found = await read_message(kind, object_id, *args, **kwargs)
+        if kind == "message" and not other_settled:
+            # Between this process reading the message and writing it back, the other
+            # process settles the run: the run fails and the message is closed.
+            other_settled.append(object_id)
+            await engine._rebuild_messages(copy.deepcopy(stale), project)
+            await Execution(runtime, copy.deepcopy(stale), project).stop(RunStopped("failed", RESTART_ERROR))
+        return found
+
+    monkeypatch.setattr(store, "get", get_then_other_settles)
+    http.portal.call(engine.recover, False)  # type: ignore[union-attr]
+    monkeypatch.undo()
+    assert other_settled
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "failed"
+    message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert message.status == "incomplete" and message.incomplete_details.reason == "run_failed"
+    assert message.content[0].text.value.startswith("partial")
