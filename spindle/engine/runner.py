@@ -57,6 +57,7 @@ class RunEngine:
     async def start(self) -> None:
         # Only a store that other processes share can hold runs someone else is executing.
         await self.recover(trust_leases=self.store.shared)
+        await self.run_sweepers()
         self._sweeper = asyncio.create_task(self._sweep_forever())
         self._heartbeat = asyncio.create_task(self._renew_forever())
         if self.store.shared:
@@ -360,6 +361,16 @@ class RunEngine:
                 await self.recover(trust_leases=True)
             except Exception:
                 log.exception("run sweep failed")
+            await self.run_sweepers()
+
+    async def run_sweepers(self) -> None:
+        """Sweeps of other parts on the same beat, after recovery (``extensions["sweepers"]``:
+        e.g. purging store=false responses whose answering process died)."""
+        for sweeper in self.runtime.extensions.get("sweepers", []):
+            try:
+                await sweeper()
+            except Exception:
+                log.exception("sweep %s failed", getattr(sweeper, "__qualname__", sweeper))
 
     async def _renew_forever(self) -> None:
         """Renew the lease of every run this process executes; a run cancelled through

@@ -15,6 +15,9 @@ def install(runtime: Runtime) -> None:
     from spindle.responses.service import KIND, ResponseService
 
     EXECUTION_KINDS[KIND] = ResponseExecution
-    runtime.extensions.update(responses=ResponseService(runtime), conversations=ConversationService(runtime),
+    service = ResponseService(runtime)
+    runtime.extensions.update(responses=service, conversations=ConversationService(runtime),
                               containers=ContainerService(runtime))
+    # On the run sweep's beat: purge what store=false responses of dead processes left.
+    runtime.extensions.setdefault("sweepers", []).append(service.ephemeral.sweep)
     install_hook(runtime)

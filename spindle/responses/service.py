@@ -15,6 +15,7 @@ from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import new_id, now
 from spindle.responses import history
 from spindle.responses import items as item_rules
+from spindle.responses.ephemeral import EphemeralResponses
 from spindle.responses.render import ResponseRenderer, rendered, replay
 from spindle.retrieval import filters as filter_rules
 from spindle.runtime import Runtime
@@ -80,6 +81,7 @@ class ResponseService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self.ephemeral = EphemeralResponses(runtime, self.purge)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -235,7 +237,12 @@ class ResponseService:
             ops.append(Put("conversation_item", {"id": f"ref_{run['id']}", "type": history.REF_TYPE,
                                                  "response_id": run["id"], "created_at": created},
                            project, parent=fields["conversation"]))
+        keep = fields.get("store") is not False
+        if not keep:  # purged once answered; after a crash, by the sweep (ephemeral.py)
+            ops.append(self.ephemeral.marker(run["id"], project))
         await self.store.write(ops)
+        if not keep:
+            self.ephemeral.answering(run["id"])
         assert self.runtime.engine is not None
         self.runtime.engine.launch(run, project)
         return run
@@ -267,6 +274,7 @@ class ResponseService:
             if isinstance(spec, str):
                 await containers.usable(project, spec, param=f"tools[{i}].container")
                 return spec
+            containers.check_limits(spec.get("memory_limit"), spec.get("network_policy"), f"tools[{i}].container.")
             file_ids = list(spec.get("file_ids") or [])
             await self.runtime.files.require_all(project, file_ids, f"tools[{i}].container.file_ids")
             reused = await self._earlier_container(project, fields)
@@ -283,7 +291,8 @@ class ResponseService:
                     if f"/mnt/data/{meta.get('filename')}" not in paths:
                         await containers.add_file(project, reused, file_id=file_id)
                 return str(reused)
-            created = await containers.create(project, "auto", file_ids, None, spec.get("memory_limit"))
+            created = await containers.create(project, "auto", file_ids, None, spec.get("memory_limit"),
+                                              spec.get("network_policy"), f"tools[{i}].container.")
             return str(created["id"])
         return None
 
@@ -299,7 +308,8 @@ class ResponseService:
         if self.runtime.engine is not None:
             await self.runtime.engine.abandon(run["id"])
         await self.store.write([DeleteChildren("run_step", run["id"]), DeleteChildren("message", run["thread_id"]),
-                                Delete("run", run["id"]), Delete("thread", run["thread_id"])])
+                                Delete("run", run["id"]), Delete("thread", run["thread_id"]),
+                                self.ephemeral.delete_op(run["id"])])
 
     async def cancel(self, project: str, response_id: str) -> dict[str, Any]:
         run = await self.run_of(project, response_id)
