@@ -35,8 +35,9 @@ def containers(request: Request) -> ContainerService:
 async def create_container(request: Request, ctx: RequestContext = Depends(request_context)) -> dict[str, Any]:
     body = validate(ContainerCreate, await json_body(request))
     minutes = body.expires_after.minutes if body.expires_after else None
+    policy = body.network_policy.model_dump(exclude_none=True) if body.network_policy else None
     return shown(await containers(request).create(ctx.project, body.name, body.file_ids or [], minutes,
-                                                  body.memory_limit))
+                                                  body.memory_limit, policy))
 
 
 @router.get("/containers")

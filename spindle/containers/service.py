@@ -10,6 +10,7 @@ lease, so files survive; variables live as long as the session does.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import time
 from collections.abc import AsyncIterator
@@ -19,15 +20,21 @@ from typing import Any
 from spindle.errors import InvalidRequestError, NotFoundError
 from spindle.ids import new_id, now
 from spindle.runtime import Runtime
-from spindle.sandbox import SandboxUnavailable, SessionManager
+from spindle.sandbox import SandboxCapacityError, SandboxUnavailable, SessionFailed, SessionManager
 from spindle.sandbox.manager import Lease
 from spindle.store.base import Conflict, Delete, DeleteChildren, Put, Update
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MINUTES = 20
 MAX_MINUTES = 24 * 60
 MAX_FILES = 1000  # files in one container (rows, blobs and copies in the session are bounded by it)
-MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+MEMORY_LIMITS = {"1g": 1024, "4g": 4096, "16g": 16384, "64g": 65536}  # MiB
+DEFAULT_MEMORY = "1g"
 DATA_DIR = "/mnt/data"
+_MIB = 1024 * 1024
+# The sandbox has no network at all: "disabled" is the only policy it can honour.
+NETWORK_DISABLED = {"type": "disabled"}
 
 
 def _not_found(container_id: str) -> NotFoundError:
@@ -41,6 +48,7 @@ def is_expired(container: dict[str, Any], at: float | None = None) -> bool:
 
 def shown(container: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in container.items() if not k.startswith("_")}
+    out.setdefault("network_policy", dict(NETWORK_DISABLED))  # rows written before it was shown
     if out.get("status") == "running" and is_expired(container):
         out["status"] = "expired"
     return out
@@ -95,17 +103,44 @@ class ContainerService:
                                       param=param, code="container_expired")
         return container
 
+    def check_limits(self, memory_limit: str | None, network_policy: dict[str, Any] | None,
+                     param: str = "") -> None:
+        """A 400 for what this server cannot give: more memory than a session may have here,
+        or network access (the sandbox has none). ``param`` prefixes the names (a tool's)."""
+        host_mb = self.runtime.settings.sandbox.memory_mb
+        if memory_limit is not None and MEMORY_LIMITS[memory_limit] > host_mb:
+            fits = [k for k, mb in MEMORY_LIMITS.items() if mb <= host_mb]
+            hint = f"use {' or '.join(repr(k) for k in fits)}" if fits else "omit it"
+            raise InvalidRequestError(
+                f"memory_limit '{memory_limit}' is more than a code session may use on this server "
+                f"({host_mb} MiB, SPINDLE_SANDBOX_MEMORY_MB); {hint}.",
+                param=f"{param}memory_limit", code="invalid_value")
+        if network_policy is not None and network_policy.get("type") != "disabled":
+            raise InvalidRequestError(
+                "network_policy 'allowlist' is not supported: code on this server runs without any "
+                "network access. Use {'type': 'disabled'} or omit network_policy.",
+                param=f"{param}network_policy.type", code="invalid_value")
+
+    def memory_bytes(self, container: dict[str, Any]) -> int:
+        """What the container's session may use: its memory_limit, at most the server's limit
+        (only when it was left to the default "1g" can that be less than the limit shown)."""
+        mb = MEMORY_LIMITS.get(str(container.get("memory_limit")), MEMORY_LIMITS[DEFAULT_MEMORY])
+        return min(mb, self.runtime.settings.sandbox.memory_mb) * _MIB
+
     async def create(self, project: str, name: str, file_ids: list[str], minutes: int | None,
-                     memory_limit: str | None) -> dict[str, Any]:
-        await self.runtime.files.require_all(project, file_ids, "file_ids")
+                     memory_limit: str | None, network_policy: dict[str, Any] | None = None,
+                     param: str = "") -> dict[str, Any]:
+        self.check_limits(memory_limit, network_policy, param)
+        await self.runtime.files.require_all(project, file_ids, f"{param}file_ids")
         if len(file_ids) > MAX_FILES:
             raise InvalidRequestError(f"At most {MAX_FILES} files can be copied into a container.",
-                                      param="file_ids", code="invalid_value")
+                                      param=f"{param}file_ids", code="invalid_value")
         stamp = now()
         container: dict[str, Any] = {
             "id": new_id("cntr_"), "object": "container", "created_at": stamp, "status": "running",
             "expires_after": {"anchor": "last_active_at", "minutes": minutes or DEFAULT_MINUTES},
-            "last_active_at": stamp, "name": name, "memory_limit": memory_limit or "1g"}
+            "last_active_at": stamp, "name": name, "memory_limit": memory_limit or DEFAULT_MEMORY,
+            "network_policy": dict(NETWORK_DISABLED)}
         rows, blobs = await self._rows_from_files(project, container["id"], file_ids, set())
         for key, data in blobs:
             await self.runtime.blobs.put_bytes(key, data)
@@ -196,9 +231,24 @@ class ContainerService:
         return row
 
     async def delete_file(self, project: str, container_id: str, file_id: str) -> dict[str, Any]:
+        """Delete the row and its bytes, then the copy in this process's live session if it is
+        idle; a session busy with a call, or one in another process, drops it on its next
+        lease (``prepare``), before any more code runs there."""
         row = await self.file(project, container_id, file_id)
         await self.store.write([Delete("container_file", file_id)])
         await self.runtime.blobs.delete(row["_blob"])
+        try:
+            ts = self.manager.thread_session(self.key(project, container_id))
+        except SandboxUnavailable:
+            ts = None
+        container = await self.get(project, container_id)
+        if ts is not None and not ts.lock.locked() and not is_expired(container):
+            try:
+                async with self.manager.lease(self.key(project, container_id)) as lease:
+                    await self.prepare(container, lease)
+            except (SandboxUnavailable, SandboxCapacityError, SessionFailed, OSError) as exc:
+                log.warning("container %s: the session's copy of %s stays until its next use: %s",
+                            container_id, file_id, exc)
         return {"id": file_id, "object": "container.file.deleted", "deleted": True}
 
     # -- the live session ----------------------------------------------------------------
@@ -206,16 +256,47 @@ class ContainerService:
     @asynccontextmanager
     async def lease(self, project: str, container_id: str) -> AsyncIterator[Lease]:
         """The container's session, locked, with every container file present in /mnt/data."""
-        await self.usable(project, container_id)
+        container = await self.usable(project, container_id)
         async with self.manager.lease(self.key(project, container_id)) as lease:
-            await self._sync_in(project, container_id, lease)
+            await self.prepare(container, lease)
             yield lease
         await self.touch(project, container_id)
 
-    async def _sync_in(self, project: str, container_id: str, lease: Lease) -> None:
+    async def prepare(self, container: dict[str, Any], lease: Lease) -> None:
+        """Make a leased session match the rows: the container's memory limit, its files in
+        /mnt/data, and none of the files deleted since (by any process). Called on every
+        lease, also by the Code Interpreter tool's (``responses.containers.install_hook``)."""
+        limit = getattr(self.manager.provider, "limit_memory", None)
+        if limit is not None:
+            try:
+                await limit(lease.session, self.memory_bytes(container))
+            except OSError as exc:  # the cgroup could not be changed: never run above the limit
+                raise SessionFailed(f"the container's memory limit could not be set ({exc})") from exc
+        rows = await self._rows(container["id"])
+        await self._drop_deleted(lease, {row["id"] for row in rows})
+        await self._sync_in(rows, lease)
+
+    async def _rows(self, container_id: str) -> list[dict[str, Any]]:
+        return await self.store.scan("container_file", parent=container_id)
+
+    @staticmethod
+    async def _drop_deleted(lease: Lease, alive: set[str]) -> None:
+        """Remove from the session the copies of container files whose rows are gone."""
         session = lease.thread
-        for row in await self.files(project, container_id):
-            if row["id"] in session.input_files or row["path"].removeprefix(DATA_DIR + "/") in session.output_files:
+        for row_id in [k for k in session.input_files if k.startswith("cfile_") and k not in alive]:
+            placed, _name = session.input_files.pop(row_id)
+            session.output_files.pop(placed, None)  # the tool's export map: the path is gone
+            await lease.session.delete_file(placed)
+
+    async def _sync_in(self, rows: list[dict[str, Any]], lease: Lease) -> None:
+        session = lease.thread
+        for row in rows:
+            if row["id"] in session.input_files:
+                continue
+            if row["path"].removeprefix(DATA_DIR + "/") in session.output_files:
+                # Written by the code in this session (the tool exported it): already there.
+                session.input_files[row["id"]] = (row["path"].removeprefix(DATA_DIR + "/"),
+                                                  posixpath.basename(row["path"]))
                 continue
             data = await self.runtime.blobs.read(row["_blob"])
             placed = await lease.session.put_file(posixpath.basename(row["path"]), data)
@@ -243,5 +324,7 @@ class ContainerService:
                 continue  # replaced by something that is not a regular file: never followed
             row = await self.add_file(project, container_id, data=data, source="assistant",
                                       path=f"{DATA_DIR}/{entry.path}")
+            # Backed by a row from now on: deleting the row removes it from this session too.
+            session.input_files[row["id"]] = (entry.path, posixpath.basename(entry.path))
             created.append(row)
         return created

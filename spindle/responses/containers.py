@@ -18,7 +18,7 @@ from typing import Any
 from spindle.containers.service import ContainerService
 from spindle.errors import NotFoundError, SpindleError
 from spindle.runtime import Runtime
-from spindle.sandbox import SandboxCapacityError, SandboxUnavailable, SessionFailed
+from spindle.sandbox import Lease, SandboxCapacityError, SandboxUnavailable, SessionFailed
 from spindle.tools.base import RunContext
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,25 @@ def _service(runtime: Runtime) -> ContainerService:
 
 def install_hook(runtime: Runtime) -> None:
     tool = runtime.tools.get("code_interpreter")
-    if tool is None or not hasattr(tool, "session_key_for"):
+    if tool is None or not hasattr(tool, "session_key_for") or not hasattr(tool, "on_lease"):
         return
 
     def key(ctx: RunContext) -> str | None:
         container_id = (ctx.run.get("_response") or {}).get("container_id")
         return ContainerService.key(ctx.project, container_id) if container_id else None
 
+    async def prepare(ctx: RunContext, lease: Lease) -> None:
+        container_id = (ctx.run.get("_response") or {}).get("container_id")
+        if not container_id:
+            return
+        try:
+            container = await _service(runtime).get(ctx.project, container_id)
+        except NotFoundError:  # deleted while the response runs: no more code in it
+            raise SessionFailed(f"the container {container_id} was deleted") from None
+        await _service(runtime).prepare(container, lease)
+
     tool.session_key_for = key
+    tool.on_lease = prepare
 
 
 async def fill(runtime: Runtime, project: str, container_id: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -149,6 +150,34 @@ def snapshot(dir_path: str) -> dict[str, FileStat]:
         for fd, _, _ in stack:
             os.close(fd)
     return found
+
+
+def remove_file(dir_path: str, rel_path: str) -> bool:
+    """Unlink the entry at ``rel_path`` under ``dir_path``: the directories on the way are
+    opened without following links, and the last component is unlinked, never followed (a
+    link is removed, not its target). False when nothing is there or it is a directory."""
+    parts = [p for p in rel_path.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"bad path {rel_path!r}")
+    try:
+        fd = os.open(dir_path, _DIR_FLAGS)
+    except OSError:
+        return False
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        os.unlink(parts[-1], dir_fd=fd)
+        return True
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link where a directory should be: not followed
+            return False
+        raise
+    finally:
+        os.close(fd)
 
 
 def read_file(dir_path: str, rel_path: str, max_bytes: int) -> bytes:

@@ -25,6 +25,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import resource
 import secrets
 import select
 import shutil
@@ -49,7 +50,7 @@ from spindle.sandbox.limits import (
     select_backend,
 )
 from spindle.sandbox.local_session import LocalSession
-from spindle.sandbox.provider import SandboxProvider
+from spindle.sandbox.provider import SandboxProvider, SandboxSession
 from spindle.sandbox.seccomp import compile_filter
 from spindle.sandbox.settings import SandboxSettings
 from spindle.sandbox.uids import LOCK_DIR, SharedUid, UidAllocator
@@ -386,7 +387,7 @@ class BubblewrapProvider(SandboxProvider):
             assert session.cgroup is not None
             argv = bwrap.launcher_argv(
                 session.cgroup.join_files,
-                self._session_rlimits().prlimit_args(),
+                self._session_rlimits(session).prlimit_args(),
                 [self._bwrap, "--args", str(args_read), *command],
                 # As root the launcher joins the cgroups first and then drops to the session uid.
                 run_as=session.uid if self.root else None,
@@ -418,11 +419,17 @@ class BubblewrapProvider(SandboxProvider):
             if args_write != -1:
                 os.close(args_write)
 
-    def _session_rlimits(self) -> Rlimits:
+    def _session_limits(self, session: LocalSession) -> Limits:
+        """The settings' limits, with the session's own memory limit if it has one."""
+        override = session.cgroup.memory_override if session.cgroup is not None else None
+        return self.limits if override is None else dataclasses.replace(self.limits, memory_bytes=override)
+
+    def _session_rlimits(self, session: LocalSession) -> Rlimits:
         """The per-process limits of a session: set by the launcher for a fresh interpreter and
-        by the zygote's child for a forked one, so both kinds of session get the same."""
+        by the zygote's child for a forked one, so both kinds of session get the same (also
+        after a restart of the kernel, with the session's own memory limit)."""
         assert self.cgroups is not None
-        rlimits = self.cgroups.backend.rlimits(self.limits)
+        rlimits = self.cgroups.backend.rlimits(self._session_limits(session))
         if not self.root:  # no tmpfs per session: at least each file is bounded
             rlimits.values["fsize"] = self.limits.disk_bytes
         return rlimits
@@ -436,7 +443,7 @@ class BubblewrapProvider(SandboxProvider):
         if not readable or not os.read(ready, 1):
             raise SessionFailed(f"the sandbox did not start; log: {session.log_tail()}")
         waiter, ns_fds = sandbox_namespaces(proc.pid)
-        rlimits = {f"RLIMIT_{name.upper()}": (value, value) for name, value in self._session_rlimits().values.items()}
+        rlimits = {f"RLIMIT_{name.upper()}": (value, value) for name, value in self._session_rlimits(session).values.items()}
         try:
             assert session.cgroup is not None
             with self._zygote_lock:  # one request at a time on its socket; each takes milliseconds
@@ -466,6 +473,33 @@ class BubblewrapProvider(SandboxProvider):
         finally:
             for fd in ns_fds:
                 os.close(fd)
+
+    async def limit_memory(self, session: SandboxSession, memory_bytes: int) -> int:
+        """Give one session a memory limit of its own (a container's ``memory_limit``), never
+        above the settings' ``memory_mb``; returns the limit the session has now.
+
+        The cgroup's limit covers the whole session; RLIMIT_DATA (and RLIMIT_AS with the
+        rlimits backend) is changed on every process it has now, and a kernel started later
+        in this session (a restart) gets it from the launcher."""
+        if not isinstance(session, LocalSession) or session.cgroup is None:
+            raise SessionFailed("the session does not belong to this provider")
+        applied = min(memory_bytes, self.limits.memory_bytes)
+        if self._session_limits(session).memory_bytes == applied:
+            return applied
+        await asyncio.to_thread(self._apply_memory, session, applied)
+        return applied
+
+    def _apply_memory(self, session: LocalSession, memory_bytes: int) -> None:
+        assert session.cgroup is not None
+        session.cgroup.set_memory(memory_bytes)
+        values = self._session_rlimits(session).values
+        for pid in session.cgroup.pids():
+            for name in ("data", "as"):
+                if name in values:
+                    # Gone meanwhile, or (rootless) a raise we may not make: the cgroup holds.
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        resource.prlimit(pid, getattr(resource, f"RLIMIT_{name.upper()}"),
+                                         (values[name], values[name]))
 
     def session_finished(self, session: LocalSession) -> None:
         """Called by a session once torn down: its uid may be reused."""

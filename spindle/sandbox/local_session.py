@@ -343,9 +343,8 @@ class LocalSession(SandboxSession):
         if result.note:
             notes.append(result.note)
         if self.cgroup.oom_kills() > oom_before:
-            notes.append(
-                f"a process was killed for exceeding the {self._settings.memory_mb} MiB memory limit"
-            )
+            limit_mb = (self.cgroup.memory_override or self._settings.memory_mb * _MIB) // _MIB
+            notes.append(f"a process was killed for exceeding the {limit_mb} MiB memory limit")
         if self.cgroup.pids_limit_hits() > pids_before:
             notes.append(
                 f"creating a process failed: the limit of {self._settings.pids_max} processes/threads was reached"
@@ -372,6 +371,9 @@ class LocalSession(SandboxSession):
 
     async def read_file(self, path: str, max_bytes: int) -> bytes:
         return await asyncio.to_thread(hostfs.read_file, str(self.root / "data"), path, max_bytes)
+
+    async def delete_file(self, path: str) -> bool:
+        return await asyncio.to_thread(hostfs.remove_file, str(self.root / "data"), path)
 
     async def memory_bytes(self) -> int | None:
         if self.cgroup is None:

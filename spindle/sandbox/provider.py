@@ -105,6 +105,11 @@ class SandboxSession(abc.ABC):
         or for a file larger than ``max_bytes``."""
 
     @abc.abstractmethod
+    async def delete_file(self, path: str) -> bool:
+        """Remove the entry at ``path`` under /mnt/data (a link itself, never its target);
+        False when there was none (or it is a directory)."""
+
+    @abc.abstractmethod
     def alive(self) -> bool:
         """Whether the kernel process is still running (cheap; no I/O)."""
 

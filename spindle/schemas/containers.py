@@ -14,11 +14,19 @@ class ExpiresAfter(Loose):
     minutes: int = Field(ge=1, le=24 * 60)
 
 
+class NetworkPolicy(Loose):
+    """``disabled``, or ``allowlist`` with domains (refused by the service: no network here)."""
+
+    type: Literal["disabled", "allowlist"]
+    allowed_domains: list[str] | None = Field(default=None, max_length=1000)
+
+
 class ContainerCreate(Loose):
     name: str = Field(min_length=1, max_length=256)
     file_ids: list[str] | None = Field(default=None, max_length=1000)
     expires_after: ExpiresAfter | None = None
     memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+    network_policy: NetworkPolicy | None = None
 
 
 class ContainerFileCreate(Loose):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from spindle.schemas.common import FunctionDef, Loose, Metadata, RankingOptions, check_metadata
+from spindle.schemas.containers import NetworkPolicy
 
 INCLUDE_VALUES = ("file_search_call.results", "code_interpreter_call.outputs")
 
@@ -28,6 +29,7 @@ class AutoContainer(Loose):
     type: Literal["auto"]
     file_ids: list[str] | None = Field(default=None, max_length=1000)
     memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+    network_policy: NetworkPolicy | None = None
 
 
 class CodeInterpreterTool(Loose):

@@ -18,15 +18,18 @@ def _upload(client: openai.OpenAI, name: str, data: bytes) -> str:
 
 def test_create_list_retrieve_delete(client: openai.OpenAI) -> None:
     first = _upload(client, "data.csv", b"a,b\n1,2\n")
-    container = client.containers.create(name="analysis", file_ids=[first], memory_limit="4g",
+    container = client.containers.create(name="analysis", file_ids=[first], memory_limit="1g",
+                                         network_policy={"type": "disabled"},
                                          expires_after={"anchor": "last_active_at", "minutes": 5})
     assert container.id.startswith("cntr_") and container.object == "container" and container.status == "running"
-    assert (container.name, container.memory_limit) == ("analysis", "4g")
+    assert (container.name, container.memory_limit) == ("analysis", "1g")
+    assert container.network_policy is not None and container.network_policy.type == "disabled"
     assert container.expires_after is not None and container.expires_after.minutes == 5
     assert container.last_active_at == container.created_at
     default = client.containers.create(name="plain")
     assert default.expires_after is not None and default.expires_after.minutes == 20  # OpenAI's default
     assert default.memory_limit == "1g"
+    assert default.network_policy is not None and default.network_policy.type == "disabled"  # no network here
     assert client.containers.retrieve(container.id).model_dump() == container.model_dump()
     listed = client.containers.list(order="asc")
     assert [c.id for c in listed.data] == [container.id, default.id]
@@ -105,3 +108,28 @@ def test_azure_v1_container_paths(http: TestClient) -> None:
     assert [c["id"] for c in listed["data"]] == [made.json()["id"]]
     gone = http.delete(f"/openai/v1/containers/{made.json()['id']}", headers={"api-key": "sk-test"})
     assert gone.json() == {"id": made.json()["id"], "object": "container.deleted", "deleted": True}
+
+
+def test_what_the_server_cannot_give_is_a_400_naming_it(client: openai.OpenAI, http: TestClient) -> None:
+    """More memory than a session may have here (SPINDLE_SANDBOX_MEMORY_MB, 2048 MiB by
+    default) and network access (the sandbox has none) are refused, never silently reduced."""
+    for limit in ("4g", "16g", "64g"):
+        answer = http.post("/v1/containers", json={"name": "big", "memory_limit": limit})
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["param"] == "memory_limit" and "2048 MiB" in error["message"] and "'1g'" in error["message"]
+    allow = {"type": "allowlist", "allowed_domains": ["pypi.org"]}
+    answer = http.post("/v1/containers", json={"name": "net", "network_policy": allow})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "network_policy.type", answer.text
+    answer = http.post("/v1/containers", json={"name": "net", "network_policy": {"type": "open"}})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "network_policy.type", answer.text
+    # The same rules for a response's auto container, before anything is written.
+    upstream_tools = [
+        ({"type": "auto", "memory_limit": "16g"}, "tools[0].container.memory_limit"),
+        ({"type": "auto", "network_policy": allow}, "tools[0].container.network_policy.type"),
+    ]
+    for container, param in upstream_tools:
+        answer = http.post("/v1/responses", json={"model": "m", "input": "hi", "store": True, "tools": [
+            {"type": "code_interpreter", "container": container}]})
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == param, answer.text
+    assert http.get("/v1/containers").json()["data"] == []  # nothing half-written

@@ -43,6 +43,15 @@ class Rlimits:
 class SessionLimits(abc.ABC):
     """The limits of one session and what they report."""
 
+    # A memory limit of this session's own, below the settings' (a container's
+    # ``memory_limit``); None: the settings' limit. Set by ``set_memory``.
+    memory_override: int | None = None
+
+    def set_memory(self, memory_bytes: int) -> None:
+        """Change the memory limit of the whole session (cgroups). The per-process limits
+        (RLIMIT_DATA, RLIMIT_AS) are the provider's to change: it knows the processes."""
+        self.memory_override = memory_bytes
+
     @property
     @abc.abstractmethod
     def join_files(self) -> list[str]:

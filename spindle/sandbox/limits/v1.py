@@ -68,6 +68,17 @@ class SessionCgroupV1(SessionLimits):
         """Bytes charged to the session (its processes and the tmpfs pages they wrote)."""
         return int((self.paths["memory"] / "memory.usage_in_bytes").read_text())
 
+    def set_memory(self, memory_bytes: int) -> None:
+        # memsw may never be below the memory limit: memory first when lowering, memsw first
+        # when raising (as for the instance's total).
+        mem = self.paths["memory"]
+        files = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        current = int((mem / files[0]).read_text())
+        for name in files if memory_bytes < current else reversed(files):
+            with contextlib.suppress(FileNotFoundError):  # no swap accounting: no memsw file
+                (mem / name).write_text(str(memory_bytes))
+        super().set_memory(memory_bytes)
+
     def oom_kills(self) -> int:
         with contextlib.suppress(OSError, ValueError):
             return read_int_field((self.paths["memory"] / "memory.oom_control").read_text(), "oom_kill")

@@ -91,6 +91,12 @@ class SessionCgroupV2(SessionLimits):
     def memory_usage(self) -> int:
         return int((self.path / "memory.current").read_text())
 
+    def set_memory(self, memory_bytes: int) -> None:
+        # Lowering below what is in use makes the kernel reclaim, then OOM-kill: the session
+        # is fresh from the pool when a container's limit is applied, so it rarely does.
+        _write(self.path / "memory.max", str(memory_bytes))
+        super().set_memory(memory_bytes)
+
     def oom_kills(self) -> int:
         with contextlib.suppress(OSError, ValueError):
             return read_int_field((self.path / "memory.events").read_text(), "oom_kill")

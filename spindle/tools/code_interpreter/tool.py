@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from spindle.engine import leases
@@ -91,6 +91,9 @@ class CodeInterpreterTool(BuiltinTool):
         # Hook (the Responses API's containers): the session key a run uses instead of its
         # thread's, or None for the thread's own session.
         self.session_key_for: Callable[[RunContext], str | None] | None = None
+        # Hook (the same): called with every lease of such a session, before code runs, to
+        # make it match the container (its memory limit, its files).
+        self.on_lease: Callable[[RunContext, Lease], Awaitable[None]] | None = None
 
     @staticmethod
     def _key(project: str, thread_id: str) -> str:
@@ -168,6 +171,8 @@ class CodeInterpreterTool(BuiltinTool):
             self._recorded.pop(key, None)
             await self.manager.discard(key)
         async with self.manager.lease(key) as lease:
+            if self.on_lease is not None:
+                await self.on_lease(ctx, lease)
             lost = False
             if own is not None and self._recorded.get(key) is not lease.thread:
                 lost = await own.take(ctx.project, subject, key=key)
