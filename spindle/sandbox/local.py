@@ -25,7 +25,6 @@ import dataclasses
 import fcntl
 import logging
 import os
-import resource
 import secrets
 import select
 import shutil
@@ -478,28 +477,30 @@ class BubblewrapProvider(SandboxProvider):
         """Give one session a memory limit of its own (a container's ``memory_limit``), never
         above the settings' ``memory_mb``; returns the limit the session has now.
 
-        The cgroup's limit covers the whole session; RLIMIT_DATA (and RLIMIT_AS with the
-        rlimits backend) is changed on every process it has now, and a kernel started later
-        in this session (a restart) gets it from the launcher."""
+        The cgroup's limit covers the whole session at once. RLIMIT_DATA (and RLIMIT_AS with
+        the rlimits backend) is per process: the server may not change another process's
+        limits without CAP_SYS_RESOURCE (which containers usually lack), so the kernel lowers
+        its own, which needs no privilege and cannot be undone from inside; the code's
+        children inherit it, and a kernel started later in this session (a restart) gets it
+        from the launcher. Raising it restarts the kernel (its state is lost)."""
         if not isinstance(session, LocalSession) or session.cgroup is None:
             raise SessionFailed("the session does not belong to this provider")
         applied = min(memory_bytes, self.limits.memory_bytes)
-        if self._session_limits(session).memory_bytes == applied:
+        current = self._session_limits(session).memory_bytes
+        if applied == current:
             return applied
-        await asyncio.to_thread(self._apply_memory, session, applied)
+        await asyncio.to_thread(session.cgroup.set_memory, applied)
+        if applied > current:
+            await session.restart()
+            return applied
+        values = {k: v for k, v in self._session_rlimits(session).values.items() if k in ("data", "as")}
+        code = "import resource as _r\n" + "".join(
+            f"_r.setrlimit(_r.RLIMIT_{name.upper()}, ({value}, {value}))\n" for name, value in values.items()
+        ) + "del _r\n"
+        result = await session.execute(code, timeout=self.settings.start_timeout_s)
+        if result.status != "ok":
+            raise SessionFailed(f"the session's memory limit could not be set ({result.status})")
         return applied
-
-    def _apply_memory(self, session: LocalSession, memory_bytes: int) -> None:
-        assert session.cgroup is not None
-        session.cgroup.set_memory(memory_bytes)
-        values = self._session_rlimits(session).values
-        for pid in session.cgroup.pids():
-            for name in ("data", "as"):
-                if name in values:
-                    # Gone meanwhile, or (rootless) a raise we may not make: the cgroup holds.
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        resource.prlimit(pid, getattr(resource, f"RLIMIT_{name.upper()}"),
-                                         (values[name], values[name]))
 
     def session_finished(self, session: LocalSession) -> None:
         """Called by a session once torn down: its uid may be reused."""
