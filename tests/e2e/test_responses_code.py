@@ -131,3 +131,53 @@ def test_a_conversation_keeps_its_container(client: Any, upstream: harness.Upstr
     assert second.output[0].container_id == first.output[0].container_id
     assert "answer 42" in second.output[0].outputs[0].logs
     client.containers.delete(first.output[0].container_id)
+
+
+def _logs(response: Any) -> str:
+    return "".join(o.logs for item in response.output if item.type == "code_interpreter_call"
+                   for o in item.outputs or [] if o.type == "logs")
+
+
+def test_a_container_has_its_memory_limit(client: Any, upstream: harness.Upstream) -> None:
+    """The container's memory_limit ("1g", the default) holds in its session although the
+    server allows a session 2048 MiB: a larger allocation is a MemoryError, shown in the
+    call's logs as OpenAI shows it, and the session's variables survive it."""
+    container = client.containers.create(name="small")
+    assert container.memory_limit == "1g"
+    code = ("import resource\nkept = 41\nprint('limit', resource.getrlimit(resource.RLIMIT_DATA)[0])\n"
+            "x = bytearray(1400 * 1024**2)\n")
+    upstream.script("allocate a lot", [_call(code), _call("print('kept', kept + 1)"), {"content": "Too big."}])
+    response = client.responses.create(model="gpt-4o", input="allocate a lot", include=["code_interpreter_call.outputs"],
+                                       tools=[{"type": "code_interpreter", "container": container.id}])
+    logs = _logs(response)
+    assert f"limit {1024 * 1024 * 1024}" in logs and "MemoryError" in logs and "kept 42" in logs, logs
+    with pytest.raises(openai.BadRequestError) as refused:  # more than this server gives a session
+        client.containers.create(name="big", memory_limit="4g")
+    assert refused.value.body["param"] == "memory_limit"
+    with pytest.raises(openai.BadRequestError) as no_network:
+        client.containers.create(name="net", network_policy={"type": "allowlist", "allowed_domains": ["pypi.org"]})
+    assert no_network.value.body["param"] == "network_policy.type"
+    client.containers.delete(container.id)
+
+
+def test_a_deleted_container_file_leaves_the_session(client: Any, upstream: harness.Upstream) -> None:
+    container = client.containers.create(name="deletes")
+    uploaded = client.containers.files.create(container.id, file=("hello.txt", b"hello"))
+    tools = [{"type": "code_interpreter", "container": container.id}]
+    upstream.script("write a file", [_call("state = 7\nprint(open('/mnt/data/hello.txt').read())\n"
+                                           "open('/mnt/data/out.txt', 'w').write('made here')"), {"content": "Done."}])
+    first = client.responses.create(model="gpt-4o", input="write a file", tools=tools,
+                                    include=["code_interpreter_call.outputs"])
+    assert "hello" in _logs(first)
+    written = {f.path: f for f in client.containers.files.list(container.id).data}
+    assert set(written) == {"/mnt/data/hello.txt", "/mnt/data/out.txt"}, written
+    assert written["/mnt/data/out.txt"].source == "assistant"
+    client.containers.files.delete(uploaded.id, container_id=container.id)
+    client.containers.files.delete(written["/mnt/data/out.txt"].id, container_id=container.id)
+    upstream.script("list the files", [_call("import os\nprint(sorted(os.listdir('/mnt/data')), state)"),
+                                       {"content": "Listed."}])
+    second = client.responses.create(model="gpt-4o", input="list the files", tools=tools,
+                                     include=["code_interpreter_call.outputs"])
+    assert _logs(second).strip() == "[] 7"  # the files are gone, the session (and its state) is not
+    assert client.containers.files.list(container.id).data == []
+    client.containers.delete(container.id)
