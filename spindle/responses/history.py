@@ -11,11 +11,13 @@ never holds a second copy that a crash could leave half-written.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from spindle.engine.objects import TERMINAL_RUN_STATUSES
 from spindle.responses import items as item_rules
 from spindle.responses.render import replay
-from spindle.store.base import MetadataStore
+from spindle.store.base import Conflict, MetadataStore, Update
 
 # How many earlier responses a previous_response_id chain may reach back; older ones are
 # left out of the prompt (as a truncation would drop them anyway).
@@ -23,12 +25,25 @@ MAX_CHAIN = 256
 # How many entries of a conversation are read for a prompt or a listing.
 MAX_CONVERSATION_ENTRIES = 10_000
 REF_TYPE = "_response_ref"
+# The run's field holding a settled response's output items (see ``response_items``).
+OUTPUT_CACHE = "_output"
 
 
 async def response_items(store: MetadataStore, run: dict[str, Any]) -> list[dict[str, Any]]:
-    """A response's input items, then its output items."""
-    renderer = await replay(store, run)
-    return [*list(run.get("_input") or []), *renderer.response["output"]]
+    """A response's input items, then its output items.
+
+    The output is rendered from the event log; once the response is settled it can no longer
+    change, so the first reader keeps it on the run's row (``_output``, written only while
+    the status is still the one rendered). A chain of N responses then costs each turn N row
+    reads instead of N log replays (bench/bench_responses_chain.py)."""
+    output = run.get(OUTPUT_CACHE)
+    if output is None:
+        output = (await replay(store, run)).response["output"]
+        if run["status"] in TERMINAL_RUN_STATUSES:
+            with contextlib.suppress(Conflict):  # deleted meanwhile: nothing to keep
+                await store.write([Update("run", run["id"], fields={OUTPUT_CACHE: output},
+                                          expect={"status": run["status"]})])
+    return [*list(run.get("_input") or []), *output]
 
 
 async def expand_conversation(store: MetadataStore, project: str, conversation_id: str,

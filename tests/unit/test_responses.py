@@ -320,3 +320,24 @@ def test_citation_markers_become_annotations_across_deltas() -> None:
     bad = [{"type": "file_citation", "start_index": 50, "end_index": 60, "file_citation": {"file_id": "x"}},
            {"type": "file_path", "start_index": 0, "end_index": 4, "file_path": {"file_id": "y"}}]
     assert strip_markers("plain text", 0, 0, bad, names) == ("plain text", [])
+
+
+def test_a_settled_response_keeps_its_output_for_the_chains_after_it(client: openai.OpenAI, http: TestClient,
+                                                                     upstream: UpstreamHandle) -> None:
+    """The next turn reads the settled response's output from its row, not by replaying its
+    log again (bench/bench_responses_chain.py); what the model reads is the same."""
+    store = http.app.state.runtime.store  # type: ignore[attr-defined]
+    upstream.script("count to three", [{"content": "one two three", "chunk_chars": 2}])
+    first = client.responses.create(model="m", input="count to three")
+    assert "_output" not in http.portal.call(store.get, "run", first.id, "default")  # type: ignore[union-attr]
+    upstream.script("and again", [{"content": "again: one two three"}])
+    second = client.responses.create(model="m", input="and again", previous_response_id=first.id)
+    row = http.portal.call(store.get, "run", first.id, "default")  # type: ignore[union-attr]
+    assert [i["id"] for i in row["_output"]] == [item.id for item in first.output]
+    assert row["_output"][0]["content"][0]["text"] == "one two three"
+    assert "_output" not in http.get(f"/v1/responses/{first.id}").json()  # never shown
+    # A third turn reads it from the row: the model still gets the whole chain in order.
+    upstream.script("once more", [{"content": "done"}])
+    client.responses.create(model="m", input="once more", previous_response_id=second.id)
+    sent = [m["content"] for m in upstream.requests()[-1]["messages"]]
+    assert sent == ["count to three", "one two three", "and again", "again: one two three", "once more"]
