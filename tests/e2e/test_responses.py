@@ -213,6 +213,47 @@ def test_kill9_during_a_background_response(start_server: Any, upstream: harness
     client.close()
 
 
+def test_kill9_during_a_store_false_response_leaves_nothing(start_server: Any, upstream: harness.Upstream) -> None:
+    """The process answering a store=false response dies mid-stream: the restart settles the
+    run and purges everything it left (run, thread, messages, events, the purge marker)."""
+    import sqlite3
+
+    server = start_server()
+    database = server.data_dir / "spindle.db"
+    if not database.exists():
+        pytest.skip("the rows are inspected in the SQLite store (SPINDLE_TEST_BACKENDS is set)")
+
+    def rows(response_id: str) -> dict[str, int]:
+        with sqlite3.connect(database, timeout=10) as db:
+            objects = db.execute("SELECT count(*) FROM objects WHERE id IN (?, ?)",
+                                 (response_id, f"purge_{response_id}")).fetchone()[0]
+            events = db.execute("SELECT count(*) FROM events WHERE run_id = ?", (response_id,)).fetchone()[0]
+        return {"objects": objects, "events": events}
+
+    client = harness.make_client("openai", server.base_url)
+    upstream.script("forget this crash", [{"content": "partial " * 100, "chunk_chars": 8, "delay_ms": 100}])
+    response_id = ""
+    try:
+        with client.responses.stream(model="gpt-4o", input="forget this crash", store=False) as stream:
+            for event in stream:
+                if event.type == "response.created":
+                    response_id = event.response.id
+                if event.type == "response.output_text.delta":
+                    before = rows(response_id)
+                    assert before["objects"] == 2 and before["events"] > 0  # the run, its marker, its log
+                    server.kill9()  # before the answer ends: no purge ran
+                    break
+    except (openai.APIConnectionError, openai.APIError):
+        pass  # the connection died with the server
+    assert response_id and rows(response_id)["objects"] == 2
+    server.start()
+    harness.wait_until(lambda: rows(response_id) == {"objects": 0, "events": 0}, 20,
+                       "the restart to purge the response")
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response_id)
+    client.close()
+
+
 def test_file_search_cites_the_file(openai_client: Any, upstream: harness.Upstream, tmp_path: Any) -> None:
     upstream.script("shares outstanding", [
         {"tool_calls": [{"name": "file_search", "arguments": json.dumps({"queries": ["shares outstanding Q3"]})}]},
