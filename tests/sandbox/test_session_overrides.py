@@ -105,3 +105,32 @@ def test_deleting_a_file_never_follows_a_link(loop: LoopThread, manager: Session
     assert loop.run(delete("sub")) is False  # a directory is not a file
     listing = session.text("import os\nprint(sorted(os.listdir('/mnt/data')), os.listdir('/mnt/data/sub'))")
     assert listing.strip() == "['evil', 'sub'] []"
+
+
+def test_the_rlimits_backend_lowers_data_and_address_space(loop: LoopThread) -> None:
+    """Without cgroups the limit is per process: RLIMIT_DATA and RLIMIT_AS (+ the headroom)."""
+    from spindle.sandbox import build_provider
+    from tests.sandbox.helpers import sandbox_settings
+
+    settings = sandbox_settings(pool_size=0, limits="rlimits")
+
+    async def go() -> tuple[str, str]:
+        manager = SessionManager(build_provider(settings), settings)
+        await manager.start()
+        try:
+            await manager.ready()
+            async with manager.lease("test/rlimits") as lease:
+                server_as = (await lease.execute(
+                    "import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0])", timeout=20)).outputs
+                await manager.provider.limit_memory(lease.session, 640 * _MIB)  # type: ignore[attr-defined]
+                result = await lease.execute(
+                    "import resource\nprint(resource.getrlimit(resource.RLIMIT_DATA)[0], "
+                    "resource.getrlimit(resource.RLIMIT_AS)[0])\ntry:\n    x = bytearray(560 * 1024**2)\n"
+                    "except MemoryError:\n    print('MemoryError')", timeout=20)
+                return server_as[0].text, "".join(getattr(o, "text", "") for o in result.outputs)
+        finally:
+            await manager.shutdown()
+
+    server_as, shown = loop.run(go())
+    headroom = int(server_as) - MEMORY_MB * _MIB
+    assert shown.split() == [str(640 * _MIB), str(640 * _MIB + headroom), "MemoryError"], shown
