@@ -286,7 +286,10 @@ class ContainerService:
         for row_id in [k for k in session.input_files if k.startswith("cfile_") and k not in alive]:
             placed, _name = session.input_files.pop(row_id)
             session.output_files.pop(placed, None)  # the tool's export map: the path is gone
-            await lease.session.delete_file(placed)
+            try:
+                await lease.session.delete_file(placed)
+            except (OSError, ValueError) as exc:  # the code can make a path unremovable; never a 500
+                log.warning("container file %s: its copy %r could not be removed: %s", row_id, placed, exc)
 
     async def _sync_in(self, rows: list[dict[str, Any]], lease: Lease) -> None:
         session = lease.thread
