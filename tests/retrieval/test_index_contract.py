@@ -200,6 +200,35 @@ def test_bm25_with_a_term_in_more_chunks_than_are_read_per_term(open_index: Open
         assert score == pytest.approx(expected[cid], rel=1e-4)
 
 
+def test_bm25_top_k_is_exact_when_common_terms_are_cut(open_index: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The PostgreSQL index reads a term's postings whole only up to TERM_FULL chunks; made tiny
+    # here, "common" and "frequent" are cut lists, and the chunks that can still reach the top
+    # look those terms up. The top k and its scores must be BM25's, also within a file filter.
+    if open_index.kind == "postgres":  # type: ignore[attr-defined]
+        from spindle.retrieval.index import pgindex, pgkeyword
+
+        monkeypatch.setattr(pgkeyword, "TERM_FULL", 12)
+        monkeypatch.setattr(pgindex, "_TERM_DEPTH_MIN", 5)
+    index = open_index()
+    rng = np.random.default_rng(11)
+    corpus: dict[int, str] = {}
+    by_file: dict[str, list[int]] = {}
+    for file_id in ("fa", "fb"):
+        texts = [" ".join(["common"] * int(rng.integers(1, 5)) + ["frequent"] * int(rng.integers(0, 3) * (i % 3 == 0))
+                          + ["filler"] * int(rng.integers(0, 30)) + (["needle"] if i % 23 == 4 else []))
+                 for i in range(150)]
+        ids = _add(index, file_id, texts)
+        corpus.update(zip(ids, texts, strict=True))
+        by_file[file_id] = ids
+    expected = _bm25(corpus, "common frequent needle")
+    for allowed, pool in ((None, list(expected)), (["fb"], [c for c in expected if c in set(by_file["fb"])])):
+        want = sorted(pool, key=lambda c: (-expected[c], c))[:10]
+        got = index.keyword_search("common frequent needle", 10, allowed)
+        assert len(got) == 10
+        for (cid, score), wanted in zip(got, want, strict=True):  # equal scores may come in another order
+            assert score == pytest.approx(expected[wanted], rel=1e-4) and score == pytest.approx(expected[cid], rel=1e-4)
+
+
 def got_top(index: SearchIndex, query: str) -> list[tuple[int, float]]:
     return index.keyword_search(query, 10, None)[:1]
 

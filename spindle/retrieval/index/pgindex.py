@@ -9,10 +9,11 @@ and nothing of it sits on one machine's disk.
   words and compound tokens) and stored as postings ``(chunk, field, term, tf, dl)`` plus the
   document frequency of each term and the token totals per field. A query scores with
   tantivy's BM25 (k1 = 1.2, b = 0.75, idf = ln(1 + (N - df + 0.5) / (df + 0.5)), per field,
-  summed; a chunk's length rounded as tantivy stores it, ``fieldnorm``). Candidates are read best first per term from an index ordered by each posting's
-  BM25 factor (``impact``, with the statistics when it was written) - at most
-  ``max(200, 4k)`` per term, so a word held by every chunk costs a bounded read - and the
-  candidates are then scored exactly over all query terms.
+  summed; a chunk's length rounded as tantivy stores it, ``fieldnorm``). The top k is found
+  in one statement (``pgkeyword``): each term's postings read best first from a covering index
+  ordered by each posting's BM25 factor (``impact``) - whole for a term in at most
+  ``pgkeyword.TERM_FULL`` chunks, else the best ``max(200, 4k)`` - and only the chunks that could
+  still reach the top k look up the common terms they were not found with.
 - **Vectors: pgvector**, one table per store (``vs_index_vec_<key>``, ``vector(dim)``):
   exact inner-product scans while the store is small, an HNSW index (``vector_ip_ops``) once it
   holds ``HNSW_MIN_VECTORS`` vectors. A search restricted by an attribute filter scans the
@@ -45,6 +46,7 @@ from psycopg_pool import ConnectionPool
 from spindle.retrieval import filters as filter_mod
 from spindle.retrieval.chunker import Chunk
 from spindle.retrieval.embedding.base import windows_of
+from spindle.retrieval.index import pgkeyword
 from spindle.retrieval.index.base import join_chunks
 from spindle.retrieval.index.chunkstore import ChunkRow
 from spindle.retrieval.index.keyword import RareTerms, analyzers, query_terms
@@ -60,7 +62,7 @@ HNSW_MIN_VECTORS = 20_000  # below it an exact scan is fast and exact; above it 
 HNSW_QUIET_SECONDS = 5.0
 HNSW_MAX_DELAY_SECONDS = 300.0
 _HNSW_BUILD_MEMORY = "1GB"  # maintenance_work_mem of a build: the graph of 100k vectors fits in it
-_TERM_DEPTH_MIN = 200  # postings read per query term (at least; 4x the hits asked for)
+_TERM_DEPTH_MIN = 200  # postings read of a term in more than pgkeyword.TERM_FULL chunks (at least; 4x k)
 _FIELDS = {"body": 0, "exact": 1}
 _FIELD_NAMES = {0: "body", 1: "exact"}
 _LOCK_NS = 0x56534958  # "VSIX": advisory lock namespace of the stores' index writes
@@ -443,29 +445,12 @@ class PgStoreIndex:
         terms = self.terms(query)
         if not terms or k <= 0 or (allowed_files is not None and not allowed_files):
             return []
-        restrict, extra = self._allowed_sql(allowed_files, "p.chunk_id")
-        statement = sql.SQL("""
-            WITH st AS (SELECT GREATEST(n_chunks, 1)::float8 AS n,
-                               GREATEST(body_tokens::float8 / GREATEST(n_chunks, 1), 1e-9) AS avg0,
-                               GREATEST(exact_tokens::float8 / GREATEST(n_chunks, 1), 1e-9) AS avg1
-                        FROM vs_index_stores WHERE key = %s),
-            q AS (SELECT t.field, t.term, ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf,
-                         CASE t.field WHEN 0 THEN st.avg0 ELSE st.avg1 END AS avgdl
-                  FROM unnest(%s::int2[], %s::text[]) AS u(field, term)
-                  JOIN vs_index_terms t ON t.store_key = %s AND t.field = u.field AND t.term = u.term AND t.df > 0
-                  CROSS JOIN st),
-            cand AS (SELECT DISTINCT c.chunk_id FROM q CROSS JOIN LATERAL (
-                        SELECT p.chunk_id FROM vs_index_postings p
-                        WHERE p.store_key = %s AND p.field = q.field AND p.term = q.term{restrict}
-                        ORDER BY p.impact DESC LIMIT %s) c)
-            SELECT p.chunk_id, sum(q.idf * p.tf * (%s + 1) / (p.tf + %s * (1 - %s + %s * p.dl / q.avgdl))) AS score
-            FROM cand CROSS JOIN q
-            JOIN vs_index_postings p ON p.chunk_id = cand.chunk_id AND p.field = q.field AND p.term = q.term
-            GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT %s""").format(restrict=restrict)
-        params = [self.key, [_FIELDS[f] for f, _ in terms], [t for _, t in terms], self.key, self.key, *extra,
-                  max(_TERM_DEPTH_MIN, 4 * k), K1, K1, B, B, k]
+        params: dict[str, Any] = {
+            "key": self.key, "fields": [_FIELDS[f] for f, _ in terms], "terms": [t for _, t in terms],
+            "full": pgkeyword.TERM_FULL, "depth": max(_TERM_DEPTH_MIN, 4 * k), "k": k, "k1": K1, "b": B,
+            "files": list(allowed_files or [])}
         with self._b.pool.connection() as conn:
-            rows = conn.execute(statement, params).fetchall()
+            rows = conn.execute(pgkeyword.statement(allowed_files is not None), params).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
     def rare_terms(self, query: str, limit: int, allowed_files: list[str] | None,
