@@ -200,6 +200,35 @@ def test_bm25_with_a_term_in_more_chunks_than_are_read_per_term(open_index: Open
         assert score == pytest.approx(expected[cid], rel=1e-4)
 
 
+def test_bm25_top_k_is_exact_when_common_terms_are_cut(open_index: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The PostgreSQL index reads a term's postings whole only up to TERM_FULL chunks; made tiny
+    # here, "common" and "frequent" are cut lists, and the chunks that can still reach the top
+    # look those terms up. The top k and its scores must be BM25's, also within a file filter.
+    if open_index.kind == "postgres":  # type: ignore[attr-defined]
+        from spindle.retrieval.index import pgindex, pgkeyword
+
+        monkeypatch.setattr(pgkeyword, "TERM_FULL", 12)
+        monkeypatch.setattr(pgindex, "_TERM_DEPTH_MIN", 5)
+    index = open_index()
+    rng = np.random.default_rng(11)
+    corpus: dict[int, str] = {}
+    by_file: dict[str, list[int]] = {}
+    for file_id in ("fa", "fb"):
+        texts = [" ".join(["common"] * int(rng.integers(1, 5)) + ["frequent"] * int(rng.integers(0, 3) * (i % 3 == 0))
+                          + ["filler"] * int(rng.integers(0, 30)) + (["needle"] if i % 23 == 4 else []))
+                 for i in range(150)]
+        ids = _add(index, file_id, texts)
+        corpus.update(zip(ids, texts, strict=True))
+        by_file[file_id] = ids
+    expected = _bm25(corpus, "common frequent needle")
+    for allowed, pool in ((None, list(expected)), (["fb"], [c for c in expected if c in set(by_file["fb"])])):
+        want = sorted(pool, key=lambda c: (-expected[c], c))[:10]
+        got = index.keyword_search("common frequent needle", 10, allowed)
+        assert len(got) == 10
+        for (cid, score), wanted in zip(got, want, strict=True):  # equal scores may come in another order
+            assert score == pytest.approx(expected[wanted], rel=1e-4) and score == pytest.approx(expected[cid], rel=1e-4)
+
+
 def got_top(index: SearchIndex, query: str) -> list[tuple[int, float]]:
     return index.keyword_search(query, 10, None)[:1]
 
@@ -352,17 +381,55 @@ def test_hybrid_search_runs_on_the_index(open_index: Opener, embedder: Embedder,
     assert [h.file_id for h in search([("vs_a", index)], ["lamp"], embedder, settings, filtered)] == ["f3"]
 
 
-def test_postgres_switches_to_hnsw_when_large(open_index: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+def _pg_index(open_index: Opener, monkeypatch: pytest.MonkeyPatch, quiet: float = 3600.0) -> Any:
+    """A PostgreSQL store index that switches to HNSW from 200 vectors, its builds waiting ``quiet`` s."""
     if open_index.kind != "postgres":  # type: ignore[attr-defined]
         pytest.skip("HNSW is the PostgreSQL index's; the embedded one has its IVF test in test_index.py")
     from spindle.retrieval.index import pgindex
 
     monkeypatch.setattr(pgindex, "HNSW_MIN_VECTORS", 200)
     index = open_index()
+    assert isinstance(index, pgindex.PgStoreIndex)
+    index._b.hnsw_quiet_seconds = quiet
+    return index
+
+
+def _hnsw_valid(index: Any) -> bool | None:
+    """Whether the store's HNSW index exists and is valid (None: no index)."""
+    import psycopg
+
+    with psycopg.connect(index._b.url) as conn:
+        row = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+                           (f"vs_index_vec_{index.key}_hnsw",)).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _brute(vecs: np.ndarray, ids: list[int], query: np.ndarray, k: int) -> list[int]:
+    return [ids[i] for i in np.argsort(-(vecs @ query), kind="stable")[:k]]
+
+
+def test_postgres_switches_to_hnsw_when_large(open_index: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = _pg_index(open_index, monkeypatch)
     rng = np.random.default_rng(9)
     vecs = _unit(rng, 300)
     ids = _add(index, "big", [f"row {i}" for i in range(300)], vecs)
-    assert isinstance(index, pgindex.PgStoreIndex) and index.is_hnsw()
+    # Crossing the threshold schedules a build; until it runs, searches scan exactly.
+    assert not index.is_hnsw() and _hnsw_valid(index) is None
+    for i in range(0, 300, 30):
+        assert [cid for cid, _ in index.vector_search(vecs[i : i + 1], 5, None)[0]] == _brute(vecs, ids, vecs[i], 5)
+    assert index.ensure_hnsw() and index.is_hnsw() and _hnsw_valid(index) is True
+    assert index.ensure_hnsw()  # once built, nothing more to do
     hits = 0
     for i in range(0, 300, 10):  # a vector finds itself first
         got = index.vector_search(vecs[i : i + 1], 3, None)[0]
@@ -371,3 +438,83 @@ def test_postgres_switches_to_hnsw_when_large(open_index: Opener, monkeypatch: p
     # a filtered search stays exact
     got = index.vector_search(vecs[:1], 300, ["big"])[0]
     assert len(got) == 300
+    # later inserts are maintained by the index
+    more = _unit(rng, 20)
+    new_ids = _add(index, "more", [f"more {i}" for i in range(20)], more)
+    assert index.vector_search(more[:1], 1, None)[0][0][0] == new_ids[0]
+
+
+def test_postgres_small_store_gets_no_hnsw(open_index: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = _pg_index(open_index, monkeypatch, quiet=0.0)
+    _add(index, "small", [f"row {i}" for i in range(150)], _unit(np.random.default_rng(3), 150))
+    assert not index.ensure_hnsw() and not index.is_hnsw() and _hnsw_valid(index) is None
+
+
+def test_postgres_builds_hnsw_once_writes_pause(open_index: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = _pg_index(open_index, monkeypatch, quiet=0.3)
+    rng = np.random.default_rng(4)
+    for n in range(3):  # the third file crosses 200 vectors
+        _add(index, f"f{n}", [f"row {n} {i}" for i in range(90)], _unit(rng, 90))
+    assert _wait(index.is_hnsw) and _hnsw_valid(index) is True
+
+
+def test_postgres_hnsw_build_of_a_dead_writer_is_done_by_a_reader(open_index: Opener,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = _pg_index(open_index, monkeypatch)
+    vecs = _unit(np.random.default_rng(5), 250)
+    ids = _add(writer, "big", [f"row {i}" for i in range(250)], vecs)
+    writer._b.close()  # the writer's process goes away before its scheduled build ran
+    reader = open_index()
+    reader._b.hnsw_quiet_seconds = 0.1
+    assert not reader.is_hnsw()
+    assert [cid for cid, _ in reader.vector_search(vecs[:1], 3, None)[0]] == _brute(vecs, ids, vecs[0], 3)
+    reader.file_names()  # what every search reads: it notices the store waits for its index
+    assert _wait(reader.is_hnsw) and _hnsw_valid(reader) is True
+
+
+def test_postgres_invalid_hnsw_left_by_a_killed_build_is_replaced(open_index: Opener,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    index = _pg_index(open_index, monkeypatch)
+    vecs = _unit(np.random.default_rng(6), 250)
+    ids = _add(index, "big", [f"row {i}" for i in range(250)], vecs)
+    assert index.ensure_hnsw()
+    with psycopg.connect(index._b.url, autocommit=True) as conn:  # what a build killed midway leaves
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(%s)",
+                     (f"vs_index_vec_{index.key}_hnsw",))
+        conn.execute("UPDATE vs_index_stores SET hnsw = false WHERE key = %s", (index.key,))
+    assert _hnsw_valid(index) is False
+    # an invalid index is not used: searches are exact
+    assert [cid for cid, _ in index.vector_search(vecs[:1], 4, None)[0]] == _brute(vecs, ids, vecs[0], 4)
+    assert index.ensure_hnsw() and _hnsw_valid(index) is True and index.is_hnsw()
+
+
+def test_postgres_hnsw_build_lets_readers_and_writers_on(open_index: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build waits for a writer's open transaction; meanwhile searches answer (exactly), the
+    writer commits, and the finished index holds the vector written during the build."""
+    import threading
+
+    import psycopg
+
+    index = _pg_index(open_index, monkeypatch)
+    rng = np.random.default_rng(8)
+    vecs = _unit(rng, 250)
+    ids = _add(index, "big", [f"row {i}" for i in range(250)], vecs)
+    late = _add(index, "late", ["written while the index is built"])
+    late_vec = _unit(rng, 1)
+    result: list[bool] = []
+    with psycopg.connect(index._b.url) as writer:
+        from pgvector.psycopg import register_vector
+
+        register_vector(writer)
+        writer.execute(f"INSERT INTO vs_index_vec_{index.key} (chunk_id, vec) VALUES (%s, %s)", (late[0], late_vec[0]))
+        builder = threading.Thread(target=lambda: result.append(index.ensure_hnsw()))
+        builder.start()
+        assert _wait(lambda: _hnsw_valid(index) is False)  # the build has begun and waits for the writer
+        assert [cid for cid, _ in index.vector_search(vecs[:1], 3, None)[0]] == _brute(vecs, ids, vecs[0], 3)
+        assert not index.ensure_hnsw()  # a second builder does not start another build
+        writer.commit()
+    builder.join(60)
+    assert result == [True] and _hnsw_valid(index) is True
+    assert index.vector_search(late_vec, 1, None)[0][0][0] == late[0]

@@ -9,10 +9,11 @@ and nothing of it sits on one machine's disk.
   words and compound tokens) and stored as postings ``(chunk, field, term, tf, dl)`` plus the
   document frequency of each term and the token totals per field. A query scores with
   tantivy's BM25 (k1 = 1.2, b = 0.75, idf = ln(1 + (N - df + 0.5) / (df + 0.5)), per field,
-  summed; a chunk's length rounded as tantivy stores it, ``fieldnorm``). Candidates are read best first per term from an index ordered by each posting's
-  BM25 factor (``impact``, with the statistics when it was written) - at most
-  ``max(200, 4k)`` per term, so a word held by every chunk costs a bounded read - and the
-  candidates are then scored exactly over all query terms.
+  summed; a chunk's length rounded as tantivy stores it, ``fieldnorm``). The top k is found
+  in one statement (``pgkeyword``): each term's postings read best first from a covering index
+  ordered by each posting's BM25 factor (``impact``) - whole for a term in at most
+  ``pgkeyword.TERM_FULL`` chunks, else the best ``max(200, 4k)`` - and only the chunks that could
+  still reach the top k look up the common terms they were not found with.
 - **Vectors: pgvector**, one table per store (``vs_index_vec_<key>``, ``vector(dim)``):
   exact inner-product scans while the store is small, an HNSW index (``vector_ip_ops``) once it
   holds ``HNSW_MIN_VECTORS`` vectors. A search restricted by an attribute filter scans the
@@ -27,7 +28,9 @@ All methods block (psycopg's synchronous pool): call them from worker threads.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -43,16 +46,27 @@ from psycopg_pool import ConnectionPool
 from spindle.retrieval import filters as filter_mod
 from spindle.retrieval.chunker import Chunk
 from spindle.retrieval.embedding.base import windows_of
+from spindle.retrieval.index import pgkeyword
 from spindle.retrieval.index.base import join_chunks
 from spindle.retrieval.index.chunkstore import ChunkRow
 from spindle.retrieval.index.keyword import RareTerms, analyzers, query_terms
 
+log = logging.getLogger(__name__)
+
 K1, B = 1.2, 0.75  # tantivy's BM25 constants: the embedded index scores with the same
 HNSW_MIN_VECTORS = 20_000  # below it an exact scan is fast and exact; above it HNSW keeps p50 low
-_TERM_DEPTH_MIN = 200  # postings read per query term (at least; 4x the hits asked for)
+# The HNSW index is built in bulk once a store has crossed HNSW_MIN_VECTORS and its writes pause
+# for HNSW_QUIET_SECONDS (at most HNSW_MAX_DELAY_SECONDS after the crossing): one bulk build of
+# 100k vectors costs a fraction of maintaining the graph on each of the 80k inserts after 20k
+# (measured in docs/decisions/h-pgindex.md). Until it exists, searches scan exactly.
+HNSW_QUIET_SECONDS = 5.0
+HNSW_MAX_DELAY_SECONDS = 300.0
+_HNSW_BUILD_MEMORY = "1GB"  # maintenance_work_mem of a build: the graph of 100k vectors fits in it
+_TERM_DEPTH_MIN = 200  # postings read of a term in more than pgkeyword.TERM_FULL chunks (at least; 4x k)
 _FIELDS = {"body": 0, "exact": 1}
 _FIELD_NAMES = {0: "body", 1: "exact"}
 _LOCK_NS = 0x56534958  # "VSIX": advisory lock namespace of the stores' index writes
+_BUILD_NS = 0x56534948  # "VSIH": session advisory lock held by the one process building a store's HNSW
 
 
 def fieldnorm(length: int) -> int:
@@ -88,6 +102,12 @@ class PgIndexBackend:
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
         self.body, self.exact = analyzers()
+        self.hnsw_quiet_seconds = HNSW_QUIET_SECONDS
+        self.hnsw_max_delay_seconds = HNSW_MAX_DELAY_SECONDS
+        # store key -> (timer, monotonic time the store was first seen pending): this process's
+        # scheduled HNSW builds. Only a schedule: the store's row says whether the index exists.
+        self._builds: dict[int, tuple[threading.Timer, float]] = {}
+        self._closed = False
 
     @staticmethod
     def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -148,7 +168,43 @@ class PgIndexBackend:
             conn.execute("DELETE FROM vs_index_stores WHERE key = %s", (key,))  # files cascade
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_vec_table(key)))
 
+    def schedule_hnsw(self, index: PgStoreIndex, after_write: bool) -> None:
+        """Build the store's HNSW index in the background once its writes pause. A write
+        postpones a scheduled build (up to the maximum delay); a search that finds the store
+        pending schedules one only if none is (the process that wrote may have died)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._closed:
+                return
+            current = self._builds.get(index.key)
+            if current is not None and not after_write:
+                return
+            since = current[1] if current is not None else now
+            if current is not None:
+                current[0].cancel()
+            due = min(self.hnsw_quiet_seconds, max(since + self.hnsw_max_delay_seconds - now, 0.0))
+            timer = threading.Timer(due, self._run_build, (index,))
+            timer.daemon = True
+            self._builds[index.key] = (timer, since)
+            timer.start()
+
+    def _run_build(self, index: PgStoreIndex) -> None:
+        try:
+            index.ensure_hnsw()
+        except Exception:  # the next write or search schedules it again; searches stay exact meanwhile
+            log.exception("building the HNSW index of vector store %s failed", index.store_id)
+        finally:
+            with self._lock:
+                current = self._builds.get(index.key)
+                if current is not None and current[0] is threading.current_thread():
+                    del self._builds[index.key]
+
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            builds, self._builds = self._builds, {}
+        for timer, _ in builds.values():
+            timer.cancel()
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
@@ -267,6 +323,7 @@ class PgStoreIndex:
         plain = np.asarray(vectors, dtype=np.float32)
         wblobs = [None if w is None or len(w) < 2 else np.asarray(w, dtype=np.float16).tobytes()
                   for w in (windows or [None] * len(chunk_ids))]
+        pending = False
         with self._b.store_tx(self.key) as conn:
             present = {int(r[0]) for r in conn.execute(
                 "SELECT id FROM vs_index_chunks WHERE id = ANY(%s) AND store_key = %s", (chunk_ids, self.key))}
@@ -286,14 +343,40 @@ class PgStoreIndex:
                              " WHERE store_key = %s AND file_id = %s", (usage_bytes, self.key, file_id))
                 state = conn.execute("UPDATE vs_index_stores SET n_vectors = n_vectors + %s WHERE key = %s"
                                      " RETURNING n_vectors, hnsw", (added, self.key)).fetchone()
-                if state is not None and not state[1] and int(state[0]) >= HNSW_MIN_VECTORS:
-                    self._build_hnsw(conn)
+                pending = state is not None and not state[1] and int(state[0]) >= HNSW_MIN_VECTORS
+        if pending:  # committed: the build (another transaction) sees these vectors
+            self._b.schedule_hnsw(self, after_write=True)
 
-    def _build_hnsw(self, conn: psycopg.Connection[Any]) -> None:
-        """Once, when the store gets large; later inserts maintain it."""
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (vec vector_ip_ops)").format(
-            sql.Identifier(f"vs_index_vec_{self.key}_hnsw"), self._vec))
-        conn.execute("UPDATE vs_index_stores SET hnsw = true WHERE key = %s", (self.key,))
+    def ensure_hnsw(self) -> bool:
+        """Build the HNSW index now if the store is large enough and has none; whether it has one.
+
+        ``CREATE INDEX CONCURRENTLY``: writers go on inserting during the build and readers keep
+        scanning exactly until the index is valid, when the planner starts using it. One process
+        builds (a session advisory lock; a killed build releases it with its connection), and a
+        build killed midway leaves an invalid index, which the next one drops first. Later inserts
+        maintain the index."""
+        name = f"vs_index_vec_{self.key}_hnsw"
+        with self._b.pool.connection() as conn:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_BUILD_NS, self.key)).fetchone()
+            if not got or not got[0]:
+                return False  # another process or thread is building it
+            try:
+                row = conn.execute("SELECT n_vectors, hnsw FROM vs_index_stores WHERE key = %s",
+                                   (self.key,)).fetchone()
+                if row is None or row[1] or int(row[0]) < HNSW_MIN_VECTORS:
+                    return bool(row and row[1])
+                valid = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+                                     (name,)).fetchone()
+                if valid is not None and not valid[0]:
+                    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(_HNSW_BUILD_MEMORY)))
+                conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING hnsw (vec vector_ip_ops)")
+                             .format(sql.Identifier(name), self._vec))
+                conn.execute("UPDATE vs_index_stores SET hnsw = true WHERE key = %s", (self.key,))
+                return True
+            finally:
+                conn.execute("RESET maintenance_work_mem")
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_BUILD_NS, self.key))
 
     def delete_file(self, file_id: str) -> bool:
         with self._b.store_tx(self.key) as conn:
@@ -307,7 +390,12 @@ class PgStoreIndex:
 
     # -- reads -----------------------------------------------------------------------------
     def _version(self, conn: psycopg.Connection[Any]) -> int:
-        row = conn.execute("SELECT files_version FROM vs_index_stores WHERE key = %s", (self.key,)).fetchone()
+        # Every search reads this; it also tells whether the store waits for its HNSW index (its
+        # writer may have died before building it), at no extra round trip.
+        row = conn.execute("SELECT files_version, NOT hnsw AND n_vectors >= %s FROM vs_index_stores WHERE key = %s",
+                           (HNSW_MIN_VECTORS, self.key)).fetchone()
+        if row is not None and row[1]:
+            self._b.schedule_hnsw(self, after_write=False)
         return -1 if row is None else int(row[0])
 
     def file_names(self) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -357,29 +445,12 @@ class PgStoreIndex:
         terms = self.terms(query)
         if not terms or k <= 0 or (allowed_files is not None and not allowed_files):
             return []
-        restrict, extra = self._allowed_sql(allowed_files, "p.chunk_id")
-        statement = sql.SQL("""
-            WITH st AS (SELECT GREATEST(n_chunks, 1)::float8 AS n,
-                               GREATEST(body_tokens::float8 / GREATEST(n_chunks, 1), 1e-9) AS avg0,
-                               GREATEST(exact_tokens::float8 / GREATEST(n_chunks, 1), 1e-9) AS avg1
-                        FROM vs_index_stores WHERE key = %s),
-            q AS (SELECT t.field, t.term, ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf,
-                         CASE t.field WHEN 0 THEN st.avg0 ELSE st.avg1 END AS avgdl
-                  FROM unnest(%s::int2[], %s::text[]) AS u(field, term)
-                  JOIN vs_index_terms t ON t.store_key = %s AND t.field = u.field AND t.term = u.term AND t.df > 0
-                  CROSS JOIN st),
-            cand AS (SELECT DISTINCT c.chunk_id FROM q CROSS JOIN LATERAL (
-                        SELECT p.chunk_id FROM vs_index_postings p
-                        WHERE p.store_key = %s AND p.field = q.field AND p.term = q.term{restrict}
-                        ORDER BY p.impact DESC LIMIT %s) c)
-            SELECT p.chunk_id, sum(q.idf * p.tf * (%s + 1) / (p.tf + %s * (1 - %s + %s * p.dl / q.avgdl))) AS score
-            FROM cand CROSS JOIN q
-            JOIN vs_index_postings p ON p.chunk_id = cand.chunk_id AND p.field = q.field AND p.term = q.term
-            GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT %s""").format(restrict=restrict)
-        params = [self.key, [_FIELDS[f] for f, _ in terms], [t for _, t in terms], self.key, self.key, *extra,
-                  max(_TERM_DEPTH_MIN, 4 * k), K1, K1, B, B, k]
+        params: dict[str, Any] = {
+            "key": self.key, "fields": [_FIELDS[f] for f, _ in terms], "terms": [t for _, t in terms],
+            "full": pgkeyword.TERM_FULL, "depth": max(_TERM_DEPTH_MIN, 4 * k), "k": k, "k1": K1, "b": B,
+            "files": list(allowed_files or [])}
         with self._b.pool.connection() as conn:
-            rows = conn.execute(statement, params).fetchall()
+            rows = conn.execute(pgkeyword.statement(allowed_files is not None), params).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
     def rare_terms(self, query: str, limit: int, allowed_files: list[str] | None,
