@@ -237,7 +237,8 @@ class IngestWorker:
         if result is None:
             return
         done = await self.ledger.change(store_id, file_key, status="completed", expect=("in_progress",),
-                                        attempt=attempt, owner=self.owner, usage_bytes=result.usage_bytes)
+                                        attempt=attempt, owner=self.owner, usage_bytes=result.usage_bytes,
+                                        known=obj)
         try:
             index = await self.indexes.get(store_id)
         except StoreDropped:
@@ -277,4 +278,4 @@ class IngestWorker:
     async def _fail(self, job: _Job, code: str, message: str) -> None:
         await self.ledger.change(job.store_id, job.file_key, status="failed", expect=("in_progress",),
                                  attempt=job.obj.get("_attempt"), owner=self.owner,
-                                 last_error={"code": code, "message": message})
+                                 last_error={"code": code, "message": message}, known=job.obj)
