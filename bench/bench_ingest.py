@@ -212,8 +212,9 @@ def stop_profiler(spy: subprocess.Popen[bytes], path: str) -> None:
 
 # Where a sampled stack's CPU is counted: the first bucket (in this order) with a frame in it.
 _BUCKETS = [
-    ("parser process (parse, tokenise, chunk)", ("parsers/worker.py",)),
-    ("parser round trip (server side)", ("parsers/pool.py",)),
+    ("parse, tokenise, chunk (parsers/worker.py: in a parser process, or inline for small text)",
+     ("parsers/worker.py",)),
+    ("parser round trip, server side (parsers/pool.py)", ("parsers/pool.py",)),
     ("embedding model (torch)", ("embedding/local.py",)),
     ("keyword index (tantivy add + commit)", ("index/keyword.py",)),
     ("chunk store (SQLite)", ("index/chunkstore.py",)),
