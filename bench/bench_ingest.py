@@ -156,6 +156,7 @@ def small_files(n: int, http: bool) -> None:
     with ThreadPoolExecutor(settings.ingest_concurrency) as pool_:
         results = list(pool_.map(one, enumerate(texts)))
     wall = time.perf_counter() - started
+    commits = getattr(index.keyword, "commits", None)  # counted since h-ingest2
     index.close()
     accounted = sum(stages.seconds.values())
     commit_wait[0] = max(0.0, sum(r.total_s for r in results) - accounted)
@@ -166,6 +167,8 @@ def small_files(n: int, http: bool) -> None:
     print(f"| embedder ceiling, these paragraphs at once | {n / ceiling_s:.1f} files/s "
           f"({total_pieces / ceiling_s:,.0f} word pieces/s) |")
     print(f"| pipeline (ingest, library) | {n / wall:.1f} files/s, {100 * ceiling_s / wall:.0f} % of the ceiling |")
+    if commits is not None:
+        print(f"| pipeline: keyword commits for the {n} files | {commits} |")
     per_file = {label: 1000 * sec / n for label, sec in stages.seconds.items()}
     per_file["keyword commit wait + rest"] = 1000 * commit_wait[0] / n
     for label, ms in sorted(per_file.items(), key=lambda kv: -kv[1]):
