@@ -45,19 +45,27 @@ def test_a_stream_of_files_shares_few_commits(tmp_path: Path) -> None:
     index.close()
 
 
-def test_files_added_one_at_a_time_are_not_delayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_after_a_quiet_spell_is_not_delayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = KeywordIndex(tmp_path / "kw")
     slept: list[float] = []
     real_sleep = time.sleep
     monkeypatch.setattr(keyword.time, "sleep", lambda s: slept.append(s) or real_sleep(s))
-    for i in range(5):
+    for i in range(3):
+        real_sleep(COMMIT_GAP_S)  # quiet: more than the gap since the last commit
         index.commit(index.add(f"file-{i}", [i], [f"note {i}"]))
         assert index.num_docs() == i + 1  # searchable when commit returns
-    assert slept == [] and index.commits == 5
-    # Two changes in one commit mark a stream: the next commit right after waits the gap out.
-    index.add("a", [10], ["alpha"])
-    index.commit(index.add("b", [11], ["beta"]))
-    index.commit(index.add("c", [12], ["gamma"]))
+    index.commit(index.add("x", [9], ["right after"]))  # two commits in a row are not yet a stream
+    assert slept == [] and index.commits == 4
+    # A third one right after is: it waits the gap out (files arriving one by one, fast).
+    index.commit(index.add("y", [10], ["rapid"]))
+    assert slept and all(0 < s <= COMMIT_GAP_S for s in slept)
+    slept.clear()
+    real_sleep(COMMIT_GAP_S)
+    # Two changes in one commit mark a stream too: the next commit right after waits.
+    index.add("a", [11], ["alpha"])
+    index.commit(index.add("b", [12], ["beta"]))
+    assert slept == []
+    index.commit(index.add("c", [13], ["gamma"]))
     assert slept and all(0 < s <= COMMIT_GAP_S for s in slept)
     assert index.num_docs() == 8
     index.close()

@@ -37,7 +37,8 @@ _WRITER_HEAP = 64 * 1024 * 1024
 # A commit costs ~10 ms of CPU however little it carries (segment files, fsync, the merges
 # of the small segments it leaves), so under a stream of small files commits are spaced at
 # least this far apart and each carries every file queued meanwhile. "A stream" = the last
-# commit carried several changes; one file at a time (or after a quiet spell) is not delayed.
+# commit carried several changes, or came within the gap of the one before it (files arriving
+# one by one, faster than the gap); a file after a quiet spell is committed at once.
 COMMIT_GAP_S = 0.3
 MAX_QUERY_TERMS = 64
 
@@ -107,6 +108,7 @@ class KeywordIndex:
         self._committed = 0
         self._last_commit = 0.0  # time.monotonic() when the last commit ended
         self._last_carried = 0  # how many queued changes it applied
+        self._last_spacing = float("inf")  # seconds between the last two commits' ends
         self.commits = 0  # tantivy commits so far (tests, benchmarks)
         self._closed = False
         self._writer: tantivy.IndexWriter | None = None
@@ -134,7 +136,7 @@ class KeywordIndex:
                 if self._committed >= target:
                     return
                 wait = self._last_commit + COMMIT_GAP_S - time.monotonic()
-                if wait <= 0 or self._last_carried <= 1:
+                if wait <= 0 or (self._last_carried <= 1 and self._last_spacing >= COMMIT_GAP_S):
                     self._commit_locked()
                     return
             time.sleep(wait)  # outside the lock: changes queued meanwhile ride on the next commit
@@ -159,7 +161,8 @@ class KeywordIndex:
         self._index.reload()
         self._searcher = self._index.searcher()
         self._committed = upto
-        self._last_commit = time.monotonic()
+        ended = time.monotonic()
+        self._last_spacing, self._last_commit = ended - self._last_commit, ended
         self._last_carried = len(ops)
         self.commits += 1
 
