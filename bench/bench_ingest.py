@@ -29,7 +29,10 @@ import argparse
 import json
 import os
 import random
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -128,9 +131,12 @@ def small_files(n: int, http: bool) -> None:
     pieces = [np.asarray(p[: model.window], dtype=np.int64) for p in model.word_pieces(texts)]
     total_pieces = sum(len(p) for p in pieces)
     embedder.embed_windows(pieces[:64])  # warm
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     embedder.embed_windows(pieces)
     ceiling_s = time.perf_counter() - t0
+    # CPU, unlike wall time, hardly depends on what else the machine runs: the model's own
+    # CPU per paragraph, subtracted from the server's CPU per file, is the ingestion path's.
+    model_cpu = (time.process_time() - c0) / n
 
     stages = Stages()
     stages.wrap(pipeline_mod, "prepare", "parse + tokenise + chunk")
@@ -150,6 +156,7 @@ def small_files(n: int, http: bool) -> None:
     with ThreadPoolExecutor(settings.ingest_concurrency) as pool_:
         results = list(pool_.map(one, enumerate(texts)))
     wall = time.perf_counter() - started
+    commits = getattr(index.keyword, "commits", None)  # counted since h-ingest2
     index.close()
     accounted = sum(stages.seconds.values())
     commit_wait[0] = max(0.0, sum(r.total_s for r in results) - accounted)
@@ -160,15 +167,18 @@ def small_files(n: int, http: bool) -> None:
     print(f"| embedder ceiling, these paragraphs at once | {n / ceiling_s:.1f} files/s "
           f"({total_pieces / ceiling_s:,.0f} word pieces/s) |")
     print(f"| pipeline (ingest, library) | {n / wall:.1f} files/s, {100 * ceiling_s / wall:.0f} % of the ceiling |")
+    if commits is not None:
+        print(f"| pipeline: keyword commits for the {n} files | {commits} |")
     per_file = {label: 1000 * sec / n for label, sec in stages.seconds.items()}
     per_file["keyword commit wait + rest"] = 1000 * commit_wait[0] / n
     for label, ms in sorted(per_file.items(), key=lambda kv: -kv[1]):
         print(f"| thread time per file: {label} | {ms:.1f} ms |")
     if http:
         http_wall, server_cpu, completed = small_files_http(texts)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         embedder.embed_windows(pieces)  # the ceiling again, after the server run: load drifts
         after_s = time.perf_counter() - t0
+        model_cpu = (model_cpu + (time.process_time() - c0) / n) / 2
         print(f"| embedder ceiling again, after the HTTP run | {n / after_s:.1f} files/s |")
         ceiling_mid = (ceiling_s + after_s) / 2
         print(f"| HTTP: real server, SDK upload_and_poll in batches of 500, until all {completed} completed | "
@@ -180,12 +190,68 @@ def small_files(n: int, http: bool) -> None:
         # during that phase, so it bounds the ratio whatever ingestion does.
         print(f"| HTTP: wall time of those 500: uploads (5 at once) / batch until completed | "
               f"{SPLIT['upload_wall']:.2f} / {SPLIT['ingest_wall']:.2f} s |")
-        print(f"| embedder alone: CPU per file at the ceiling ({info['threads']} threads) | "
-              f"{1000 * info['threads'] * ceiling_s / n:.1f} ms (wall x threads) |")
+        print(f"| embedder alone: CPU per file (process CPU of the ceiling runs, mean) | {1000 * model_cpu:.1f} ms |")
+        print(f"| HTTP: server CPU per file besides the model (ingestion 500 apart - model) | "
+              f"{1000 * (SPLIT['ingest'] - model_cpu):.1f} ms |")
     print(f"| load average (1 min) at the end | {os.getloadavg()[0]:.1f} |")
 
 
 SPLIT: dict[str, float] = {}  # server CPU seconds per file: upload handling, ingestion
+PROFILE: dict[str, str] = {}  # --profile: where py-spy writes the server's stacks
+
+
+def start_profiler(path: str | None, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server and its parser processes (``--profile``); py-spy is a
+    developer tool, not a dependency: ``$PY_SPY`` or ``py-spy`` on the PATH."""
+    if not path:
+        return None
+    exe = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if exe is None:
+        raise SystemExit("--profile needs py-spy ($PY_SPY or on the PATH)")
+    return subprocess.Popen([exe, "record", "-p", str(pid), "--subprocesses", "-r", "100", "--gil", "-f", "raw",
+                             "-o", path, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(spy: subprocess.Popen[bytes], path: str) -> None:
+    spy.send_signal(signal.SIGINT)
+    spy.wait(60)
+    print_profile(Path(path))
+
+
+# Where a sampled stack's CPU is counted: the first bucket (in this order) with a frame in it.
+_BUCKETS = [
+    ("parse, tokenise, chunk (parsers/worker.py: in a parser process, or inline for small text)",
+     ("parsers/worker.py",)),
+    ("parser round trip, server side (parsers/pool.py)", ("parsers/pool.py",)),
+    ("embedding model (torch)", ("embedding/local.py",)),
+    ("keyword index (tantivy add + commit)", ("index/keyword.py",)),
+    ("chunk store (SQLite)", ("index/chunkstore.py",)),
+    ("vectors (faiss)", ("index/vectors.py",)),
+    ("metadata store writes/reads", ("spindle/store/",)),
+    ("ingestion worker / ledger / claims", ("vector_stores/ingestion.py", "vector_stores/ledger.py",
+                                            "vector_stores/claims.py")),
+    ("HTTP: files / vector store API", ("spindle/api/", "spindle/services/", "vector_stores/service.py")),
+    ("HTTP server (uvicorn, starlette)", ("uvicorn", "starlette", "fastapi", "h11")),
+    ("pipeline (chunk objects, usage)", ("retrieval/pipeline.py",)),
+    ("event loop, other", ("",)),
+]
+
+
+def print_profile(path: Path) -> None:
+    """Samples per bucket from py-spy's raw (collapsed) output: ``frame;frame;... count``."""
+    totals: dict[str, int] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        bucket = next(name for name, marks in _BUCKETS
+                      if any(mark in frame for frame in reversed(frames) for mark in marks))
+        totals[bucket] = totals.get(bucket, 0) + int(count)
+    total = sum(totals.values()) or 1
+    print(f"| profile ({path}): share of sampled CPU | |")
+    for name, count in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"| profile: {name} | {100 * count / total:.1f} % |")
 
 
 def small_files_http(texts: list[str], batch_size: int = 500) -> tuple[float, float, int]:
@@ -216,6 +282,7 @@ def small_files_http(texts: list[str], batch_size: int = 500) -> tuple[float, fl
 
         cpu0 = cpu()
         completed = 0
+        spy = start_profiler(PROFILE.get("path"), proc.pid)
         started = time.perf_counter()
         for start in range(0, len(texts), batch_size):
             files = [(f"p{i}.txt", text.encode()) for i, text in enumerate(texts[start : start + batch_size], start)]
@@ -225,6 +292,8 @@ def small_files_http(texts: list[str], batch_size: int = 500) -> tuple[float, fl
             completed += batch.file_counts.completed
         wall = time.perf_counter() - started
         total_cpu = cpu() - cpu0
+        if spy is not None:
+            stop_profiler(spy, PROFILE["path"])
         # Where the server's CPU goes: the first batch again into a second store, uploads (5 at
         # once, as upload_and_poll does) and ingestion measured apart.
         from concurrent.futures import ThreadPoolExecutor as Pool
@@ -253,7 +322,10 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=8)
     parser.add_argument("--small", type=int, default=0, metavar="N", help="the many-small-files case")
     parser.add_argument("--http", action="store_true", help="with --small: also through the HTTP API")
+    parser.add_argument("--profile", metavar="PATH", help="with --http: py-spy the server, raw stacks to PATH")
     args = parser.parse_args()
+    if args.profile:
+        PROFILE["path"] = args.profile
     if args.small:
         small_files(args.small, args.http)
         return

@@ -41,6 +41,9 @@ from spindle.vector_stores.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
+# Objects handed over with queued files (``submit(known=...)``) are kept for at most this many
+# files; beyond it a queued file is read from the store when its turn comes.
+_KNOWN_MAX = 20_000
 # Before parsing, a file's text is estimated at this many times its size on disk (text plus
 # the overlapping chunk copies); the estimate is corrected once the file is parsed.
 _ESTIMATE_FACTOR = 3
@@ -67,6 +70,8 @@ class IngestWorker:
         self.lease_s = settings.ingest_lease_s
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._pending: Counter[str] = Counter()  # queued here, not yet claimed
+        # file key -> (its row as written by whoever queued it, its file object or None)
+        self._known: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self._held: dict[tuple[str, str | None], float] = {}  # claimed here: (file, attempt) → lease deadline
         self._running: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max(1, settings.ingest_concurrency))
@@ -106,8 +111,15 @@ class IngestWorker:
             except Exception:  # the lease runs out instead
                 log.warning("handing back the ingestion of %s failed", key, exc_info=True)
 
-    def submit(self, store_id: str, file_key: str) -> None:
+    def submit(self, store_id: str, file_key: str,
+               known: tuple[dict[str, Any], dict[str, Any] | None] | None = None) -> None:
+        """Queue a file. ``known``: its row as the caller just wrote or read it (and its file
+        object): the claim is then tried on that row without reading it again; the store's
+        compare-and-set still decides, and a conflict reads the row as usual."""
         self._pending[file_key] += 1
+        if known is not None and len(self._known) < _KNOWN_MAX:
+            row, file_obj = known
+            self._known[file_key] = (dict(row), dict(file_obj) if file_obj is not None else None)
         self._queue.put_nowait((store_id, file_key))
 
     def backlog(self) -> int:
@@ -124,7 +136,7 @@ class IngestWorker:
             if (key, obj.get("_attempt")) in self._held or self._pending[key]:
                 continue
             if claims.claimable(obj, self.owner, trust_leases=trust_leases, queued_grace_s=self.lease_s / 3):
-                self.submit(obj["vector_store_id"], key)
+                self.submit(obj["vector_store_id"], key, known=(obj, None))
                 found += 1
         return found
 
@@ -157,20 +169,36 @@ class IngestWorker:
                         self._held[(key, attempt)] = renewed
 
     async def _claim(self, store_id: str, file_key: str) -> _Job | None:
-        obj = await self.runtime.store.get("vector_store_file", file_key, None)
-        if obj is None or obj["status"] != "in_progress" or self.indexes.is_dropped(store_id):
-            return None
-        if (file_key, obj.get("_attempt")) in self._held or not claims.claimable(obj, self.owner, trust_leases=True, queued_grace_s=0):
-            return None  # being ingested here already, or by a live process elsewhere
-        claimed = await claims.claim(self.runtime.store, obj, self.owner, self.lease_s)
+        known = self._known.pop(file_key, None)
+        claimed: dict[str, Any] | None = None
+        file_obj: dict[str, Any] | None = None
+        if known is not None and self._may_claim(store_id, known[0]):
+            # The row as it was written or scanned: if it is still exactly that, this claim
+            # lands without a read; if anything moved, the read below decides.
+            obj, file_obj = known
+            claimed = await claims.claim(self.runtime.store, obj, self.owner, self.lease_s)
         if claimed is None:
-            return None  # another process claimed it (or it moved) first
+            current = await self.runtime.store.get("vector_store_file", file_key, None)
+            if current is None or not self._may_claim(store_id, current):
+                return None  # gone, finished, being ingested here already or by a live process elsewhere
+            obj = current
+            claimed = await claims.claim(self.runtime.store, obj, self.owner, self.lease_s)
+            if claimed is None:
+                return None  # another process claimed it (or it moved) first
         if obj.get(claims.OWNER):
             log.info("took over the ingestion of %s from %s (lease ended or process gone)", file_key,
                      obj[claims.OWNER])
         self._held[(file_key, claimed.get("_attempt"))] = float(claimed[claims.LEASE_UNTIL])
-        file_obj = await self.runtime.store.get("file", claimed["_file_id"], None)
+        if file_obj is None or file_obj.get("id") != claimed["_file_id"]:
+            file_obj = await self.runtime.store.get("file", claimed["_file_id"], None)
         return _Job(store_id, file_key, claimed, file_obj or {})
+
+    def _may_claim(self, store_id: str, obj: dict[str, Any]) -> bool:
+        if obj["status"] != "in_progress" or self.indexes.is_dropped(store_id):
+            return False
+        if (obj["id"], obj.get("_attempt")) in self._held:
+            return False  # being ingested here already
+        return claims.claimable(obj, self.owner, trust_leases=True, queued_grace_s=0)
 
     async def _dispatch(self) -> None:
         """Take queued files in order: a slot, a claim, then room in the memory budget."""
@@ -237,7 +265,8 @@ class IngestWorker:
         if result is None:
             return
         done = await self.ledger.change(store_id, file_key, status="completed", expect=("in_progress",),
-                                        attempt=attempt, owner=self.owner, usage_bytes=result.usage_bytes)
+                                        attempt=attempt, owner=self.owner, usage_bytes=result.usage_bytes,
+                                        known=obj)
         try:
             index = await self.indexes.get(store_id)
         except StoreDropped:
@@ -277,4 +306,4 @@ class IngestWorker:
     async def _fail(self, job: _Job, code: str, message: str) -> None:
         await self.ledger.change(job.store_id, job.file_key, status="failed", expect=("in_progress",),
                                  attempt=job.obj.get("_attempt"), owner=self.owner,
-                                 last_error={"code": code, "message": message})
+                                 last_error={"code": code, "message": message}, known=job.obj)

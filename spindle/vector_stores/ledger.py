@@ -49,11 +49,29 @@ class Ledger:
         last_error: dict[str, str] | None = None,
         usage_bytes: int | None = None,
         extra: dict[str, Any] | None = None,
+        known: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Move a stored file to ``status`` (``None`` = delete it). Returns the file as
         written, or ``None`` when it is gone or not in one of the ``expect`` statuses — or,
-        with ``owner``, when another process holds its ingestion lease (it took the file over)."""
+        with ``owner``, when another process holds its ingestion lease (it took the file over).
+
+        ``known``: the file as the caller last wrote it (an ingestion's claim). The first try
+        then writes without reading: every field the decision depends on (status, attempt,
+        owner, usage, attributes) is in the write's guard, and its batch is updated blind, so
+        the write lands only if the store still holds exactly what a read would have found.
+        Any conflict falls back to reading and deciding again."""
+        usable = known is not None and (expect is None or known.get("status") in expect) and (
+            attempt is None or known.get("_attempt") == attempt) and (owner is None or known.get(OWNER) == owner)
+        first = [known if usable else None]
+
         async def once() -> dict[str, Any] | None:
+            guess, first[0] = first[0], None
+            if guess is not None:
+                try:
+                    return await self._write(store_id, file_key, dict(guess), status, last_error, usage_bytes,
+                                             extra, owner, blind_batch=True)
+                except Conflict:
+                    pass  # something moved: read and decide as usual
             obj = await self.store.get("vector_store_file", file_key, None)
             if obj is None or (expect is not None and obj["status"] not in expect):
                 return None
@@ -61,39 +79,53 @@ class Ledger:
                 return None  # re-added since this ingestion started: its result is stale
             if owner is not None and obj.get(OWNER) != owner:
                 return None  # taken over by another process: its ingestion writes the result
-            old_status, old_usage = obj["status"], int(obj.get("usage_bytes") or 0)
-            counts = transition(old_status, status)
-            ops: list[Op] = []
-            guard = {"status": old_status, "_attempt": obj.get("_attempt", MISSING)}
-            if owner is not None:
-                guard[OWNER] = owner
-            if status is None:
-                ops.append(Update("vector_store_file", file_key, expect=guard))
-                ops.append(Delete("vector_store_file", file_key))
-                usage_delta = -old_usage
-            else:
-                fields: dict[str, Any] = {"status": status, "last_error": last_error, **(extra or {})}
-                usage_delta = 0
-                if usage_bytes is not None:
-                    fields["usage_bytes"] = usage_bytes
-                    usage_delta = usage_bytes - old_usage
-                ops.append(Update("vector_store_file", file_key, fields=fields, expect=guard))
-                obj.update(fields)
-            store_add = dict(counts)
-            if usage_delta:
-                store_add["usage_bytes"] = usage_delta
-            ops.append(Update("vector_store", store_id, add=store_add))
-            if obj.get("_batch_id") and await self.store.get("vector_store_file_batch", obj["_batch_id"], None):
-                ops.append(Update("vector_store_file_batch", obj["_batch_id"], add=counts))
             try:
-                await self.store.write(ops)
+                return await self._write(store_id, file_key, obj, status, last_error, usage_bytes, extra, owner,
+                                         blind_batch=False)
             except Conflict as exc:
                 if exc.kind == "vector_store":
                     return None  # the store was deleted meanwhile
                 raise
-            return obj
 
         return await retry_on_conflict(once)
+
+    async def _write(self, store_id: str, file_key: str, obj: dict[str, Any], status: str | None,
+                     last_error: dict[str, str] | None, usage_bytes: int | None, extra: dict[str, Any] | None,
+                     owner: str | None, *, blind_batch: bool) -> dict[str, Any]:
+        """One conditional write moving ``obj`` (as read, or as known) to ``status``; raises
+        ``Conflict`` when the store holds something else. ``blind_batch``: update the batch's
+        counters without checking first that the batch exists (a missing one is a conflict)."""
+        old_status, old_usage = obj["status"], int(obj.get("usage_bytes") or 0)
+        counts = transition(old_status, status)
+        ops: list[Op] = []
+        guard = {"status": old_status, "_attempt": obj.get("_attempt", MISSING)}
+        if owner is not None:
+            guard[OWNER] = owner
+        if blind_batch:  # what the caller would otherwise have read and compared
+            guard["usage_bytes"] = obj.get("usage_bytes", MISSING)
+            guard["attributes"] = obj.get("attributes", MISSING)
+            guard["_batch_id"] = obj.get("_batch_id", MISSING)
+        if status is None:
+            ops.append(Update("vector_store_file", file_key, expect=guard))
+            ops.append(Delete("vector_store_file", file_key))
+            usage_delta = -old_usage
+        else:
+            fields: dict[str, Any] = {"status": status, "last_error": last_error, **(extra or {})}
+            usage_delta = 0
+            if usage_bytes is not None:
+                fields["usage_bytes"] = usage_bytes
+                usage_delta = usage_bytes - old_usage
+            ops.append(Update("vector_store_file", file_key, fields=fields, expect=guard))
+            obj.update(fields)
+        store_add = dict(counts)
+        if usage_delta:
+            store_add["usage_bytes"] = usage_delta
+        ops.append(Update("vector_store", store_id, add=store_add))
+        if obj.get("_batch_id") and (
+                blind_batch or await self.store.get("vector_store_file_batch", obj["_batch_id"], None)):
+            ops.append(Update("vector_store_file_batch", obj["_batch_id"], add=counts))
+        await self.store.write(ops)
+        return obj
 
     async def touch(self, project: str, store_id: str) -> dict[str, Any] | None:
         """Move ``last_active_at`` to now (and ``expires_at`` with it); unexpired stores only.

@@ -82,12 +82,12 @@ class VectorStoreService:
                            param: str = "file_ids") -> dict[str, Any]:
         strategy = chunking(chunking_strategy)
         entries: list[Entry] = [(fid, None, strategy) for fid in dict.fromkeys(file_ids)]
-        await self._check_files(project, entries, param, existing=0)
+        files = await self._check_files(project, entries, param, existing=0)
         vs = obj_.new_store(new_id("vs_"), name, metadata, expires_after, now())
         ops: list[Op] = [Put("vector_store", vs, project)]
         ops += self._add_ops(project, vs, entries, batch=None, stored=False)
         await self.store.write(ops)
-        self._enqueue(vs["id"], entries)
+        self._enqueue(vs["id"], ops, files)
         return vs
 
     async def modify_store(self, project: str, store_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -118,9 +118,12 @@ class VectorStoreService:
         return await self.store.page(query)
 
     # -- files -----------------------------------------------------------------------------
-    async def _check_files(self, project: str, entries: list[Entry], param: str, existing: int) -> None:
-        """The files exist, are small enough, and fit in the store (400s naming ``param``)."""
+    async def _check_files(self, project: str, entries: list[Entry], param: str,
+                           existing: int) -> dict[str, dict[str, Any]]:
+        """The files exist, are small enough, and fit in the store (400s naming ``param``);
+        returns them by id."""
         new = 0
+        found: dict[str, dict[str, Any]] = {}
         for i, (file_id, _, _) in enumerate(entries):
             where = f"{param}[{i}]" if param.endswith("s") else param
             file_obj = await self.store.get("file", file_id, project) if isinstance(file_id, str) else None
@@ -132,10 +135,12 @@ class VectorStoreService:
                     f"File {file_id} is {file_obj['bytes']:,} bytes; files in a vector store can be at most 512 MB.",
                     param=where, code="file_too_large")
             new += 1
+            found[file_id] = file_obj
         if existing + new > obj_.MAX_FILES_PER_STORE:
             raise InvalidRequestError(
                 f"A vector store can hold at most {obj_.MAX_FILES_PER_STORE:,} files; it has {existing:,} and "
                 f"{new:,} more were requested.", param=param, code="too_many_files")
+        return found
 
     def _add_ops(self, project: str, vs: dict[str, Any], entries: list[Entry], batch: dict[str, Any] | None,
                  previous: dict[str, dict[str, Any]] | None = None, stored: bool = True) -> list[Op]:
@@ -172,16 +177,20 @@ class VectorStoreService:
         vs.update(apply_update(vs, Update("vector_store", vs["id"], add=adds)))
         return ops
 
-    def _enqueue(self, store_id: str, entries: list[Entry]) -> None:
-        for file_id, _, _ in entries:
-            self.worker.submit(store_id, obj_.stored_file_id(store_id, file_id))
+    def _enqueue(self, store_id: str, ops: list[Op], files: dict[str, dict[str, Any]]) -> None:
+        """Queue the files just written; the worker gets them as written (and the file
+        objects just read), so claiming one costs a write, not two reads and a write."""
+        for op in ops:
+            if isinstance(op, Put) and op.kind == "vector_store_file":
+                self.worker.submit(store_id, op.obj["id"], known=(op.obj, files.get(op.obj["_file_id"])))
 
     async def add_entries(self, project: str, store_id: str, entries: list[Entry], *, param: str,
                           batch: bool) -> dict[str, Any]:
         """Attach files (one, or a batch); returns the file or the batch object."""
         entries = list({e[0]: e for e in entries}.values())  # a file listed twice is added once
 
-        async def attempt() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, list[Op]]:
+        async def attempt() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, list[Op],
+                                     dict[str, dict[str, Any]]]:
             vs = await self.get_store(project, store_id)
             if obj_.is_expired(vs):
                 raise InvalidRequestError(f"Vector store {store_id} has expired; create a new one.",
@@ -192,7 +201,7 @@ class VectorStoreService:
                 if old is not None:
                     previous[file_id] = old
             existing = vs["file_counts"]["total"] - len(previous)
-            await self._check_files(project, entries, param, existing)
+            files = await self._check_files(project, entries, param, existing)
             batch_obj = obj_.new_batch(new_id("vsfb_"), store_id, now()) if batch else None
             ops = self._add_ops(project, vs, entries, batch_obj, previous)
             try:
@@ -202,13 +211,13 @@ class VectorStoreService:
                     raise NotFoundError(f"No vector store found with id '{store_id}'.",
                                         param="vector_store_id") from None
                 raise  # a racing add or an ingestion moved one of these files: read again
-            return vs, previous, batch_obj, ops
+            return vs, previous, batch_obj, ops, files
 
-        _vs, previous, batch_obj, ops = await retry_on_conflict(attempt)
+        _vs, previous, batch_obj, ops, files = await retry_on_conflict(attempt)
         if previous:  # re-added files are re-ingested from scratch
             index = await self._index(store_id)
             await self.indexes.run_io(lambda: [index.delete_file(fid) for fid in previous])
-        self._enqueue(store_id, entries)
+        self._enqueue(store_id, ops, files)
         if batch_obj is not None:
             return batch_obj
         return next(op.obj for op in ops if isinstance(op, Put) and op.kind == "vector_store_file")

@@ -44,6 +44,8 @@ def _parser_children() -> list[int]:
     return found
 
 
+# Files meant to reach a parser process are .html here: a small .txt is decoded in the calling
+# thread (tests/retrieval/test_ingest_inline.py) and would pass without any process.
 def _prepare(pool: ParserPool, settings: RetrievalSettings, name: str, data: bytes | Path) -> object:
     return pool.prepare(name, data, ChunkingStrategy(), settings)
 
@@ -59,9 +61,10 @@ def test_chunks_from_the_process_match_the_in_process_chunker(pool: ParserPool, 
 
 
 def test_a_path_is_read_by_the_process(pool: ParserPool, settings: RetrievalSettings, tmp_path: Path) -> None:
-    path = tmp_path / "notes.txt"
-    path.write_bytes(b"The cartographer inks the coastline.")
-    assert pool.prepare("notes.txt", path, ChunkingStrategy(), settings).text == "The cartographer inks the coastline."
+    path = tmp_path / "notes.html"  # not plain text: small .txt files are decoded inline (test_ingest_inline)
+    path.write_bytes(b"<p>The cartographer inks the coastline.</p>")
+    text = pool.prepare("notes.html", path, ChunkingStrategy(), settings).text
+    assert text == "The cartographer inks the coastline." and len(pool.pids()) == 1
 
 
 def test_a_crashed_parser_fails_that_file_and_the_next_gets_a_new_process(
@@ -80,7 +83,7 @@ def test_a_crashed_parser_fails_that_file_and_the_next_gets_a_new_process(
     assert isinstance(error, IngestError) and error.code == "invalid_file"
     assert "crashed (SIGSEGV)" in error.message
     assert victim not in _parser_children()  # reaped
-    assert _prepare(pool, settings, "after.txt", b"The ferry leaves at noon.").text == "The ferry leaves at noon."
+    assert _prepare(pool, settings, "after.html", b"The ferry leaves at noon.").text == "The ferry leaves at noon."
 
 
 def _catch(pool: ParserPool, settings: RetrievalSettings, name: str, data: bytes) -> BaseException | object:
@@ -98,7 +101,7 @@ def test_a_slow_file_is_killed_at_the_time_limit(settings: RetrievalSettings) ->
         assert isinstance(error, IngestError) and error.code == "invalid_file"
         assert "longer than 1 s" in error.message
         assert time.monotonic() - started < 10
-        assert _prepare(pool, settings, "after.txt", b"Still reading files.").text == "Still reading files."
+        assert _prepare(pool, settings, "after.html", b"Still reading files.").text == "Still reading files."
     finally:
         pool.close()
 
@@ -109,7 +112,7 @@ def test_a_file_past_the_memory_limit_fails_alone(settings: RetrievalSettings) -
         error = _catch(pool, settings, "big.txt", one_line_text(24 << 20))
         assert isinstance(error, IngestError) and error.code == "invalid_file"
         assert "memory" in error.message or "crashed" in error.message, error.message
-        assert _prepare(pool, settings, "after.txt", b"Small files still pass.").text == "Small files still pass."
+        assert _prepare(pool, settings, "after.html", b"Small files still pass.").text == "Small files still pass."
     finally:
         pool.close()
 
@@ -160,6 +163,6 @@ def test_the_parser_process_gets_no_secrets(settings: RetrievalSettings, monkeyp
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert b"sk-secret" not in environ and b"sk-upstream-secret" not in environ
         assert b"PATH=" in environ
-        assert _prepare(pool, settings, "a.txt", b"Still works.").text == "Still works."
+        assert _prepare(pool, settings, "a.html", b"Still works.").text == "Still works."
     finally:
         pool.close()

@@ -36,8 +36,10 @@ from spindle.retrieval.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
 
-# Keyword commits of every store; commits of one store serialise and batch in KeywordIndex.
-_committer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spindle-kw-commit")
+# Keyword commits of every store; commits of one store serialise and batch in KeywordIndex
+# (where they also wait out COMMIT_GAP_S, so a few threads: one store waiting does not hold
+# up the others).
+_committer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spindle-kw-commit")
 
 
 class StoreIndex:

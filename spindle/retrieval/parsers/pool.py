@@ -11,6 +11,13 @@ read at once and the others wait for a process (the wait does not count against 
 
 The reply is checked before it is believed: frame sizes are bounded before they are received
 (the text by ``max_file_chars``), the header is JSON, the chunk bounds must lie inside the text.
+
+One exception: a small plain-text file (``.txt``, ``.md``, ``.json``, source code: the formats
+whose reading is only decoding bytes) is read in the calling thread (``INLINE_TEXT_MAX_BYTES``).
+Decoding UTF-8/UTF-16 and counting tokens of at most 256 KiB expands nothing and calls no
+document library, so there is nothing for a process boundary to contain, while the round trip
+(two frames out, three back, a process switch) was a large part of a one-paragraph file's cost.
+Every real parser (PDF, DOCX, PPTX, DOC, HTML) and every larger file still goes to a process.
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ import numpy as np
 import spindle
 from spindle.retrieval.chunker import ChunkingStrategy
 from spindle.retrieval.errors import ErrorCode, IngestError, invalid
-from spindle.retrieval.parsers import ParseLimits
-from spindle.retrieval.parsers.worker import Job
+from spindle.retrieval.parsers import ParseLimits, format_of
+from spindle.retrieval.parsers.worker import Job, prepare_text
 from spindle.retrieval.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,8 @@ _HEADER_MAX = 64 * 1024
 _ENV_KEPT = frozenset({"PATH", "HOME", "LANG", "TMPDIR", "TZ", "VIRTUAL_ENV"})
 _START_TIMEOUT_S = 120.0  # a loaded machine can take long to import the libraries
 _CODES: frozenset[str] = frozenset({"unsupported_file", "invalid_file", "server_error"})
+#: Plain-text files up to this size are decoded, tokenised and chunked in the calling thread.
+INLINE_TEXT_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -245,8 +254,12 @@ class ParserPool:
                 settings: RetrievalSettings) -> ParsedFile:
         """Parse, count tokens (at most ``settings.max_file_tokens``) and cut chunks of one file."""
         limits = ParseLimits(settings.max_file_chars, settings.max_unzipped_mb << 20, settings.parse_timeout_s)
-        job = Job(filename, source if isinstance(source, bytes) else str(source), strategy,
-                  settings.max_file_tokens, limits, str(self.vocab_dir))
+        inline = _small_text(filename, source)
+        job = Job(filename, inline if inline is not None else source if isinstance(source, bytes) else str(source),
+                  strategy, settings.max_file_tokens, limits, str(self.vocab_dir))
+        if inline is not None:
+            text, bounds, tokens = prepare_text(job)
+            return ParsedFile(text, bounds, tokens)
         return self.run(job)
 
     def warm(self) -> None:
@@ -286,6 +299,22 @@ class ParserPool:
             idle, self._idle = self._idle, []
         for proc in idle:
             proc.stop()
+
+
+def _small_text(filename: str, source: Path | bytes) -> bytes | None:
+    """The bytes of a plain-text file of at most ``INLINE_TEXT_MAX_BYTES``, or ``None`` when
+    the file must go to a parser process (another format, larger, or unreadable here)."""
+    fmt = format_of(filename)
+    if fmt is None or fmt.kind != "text":
+        return None
+    if isinstance(source, bytes):
+        return source if len(source) <= INLINE_TEXT_MAX_BYTES else None
+    try:
+        with open(source, "rb") as handle:
+            data = handle.read(INLINE_TEXT_MAX_BYTES + 1)  # bounded, whatever the file's size
+    except OSError:
+        return None  # the process reports why it cannot be read
+    return data if len(data) <= INLINE_TEXT_MAX_BYTES else None
 
 
 _pools: dict[tuple[int, int, float, Path], ParserPool] = {}
