@@ -127,12 +127,14 @@ class Ledger:
         await self.store.write(ops)
         return obj
 
-    async def touch(self, project: str, store_id: str) -> dict[str, Any] | None:
+    async def touch(self, project: str, store_id: str, read: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Move ``last_active_at`` to now (and ``expires_at`` with it); unexpired stores only.
+        ``read``: the store as the caller just read it (saves a read; the write is a diff
+        against it, so a change made since is kept).
 
         Within a minute of the last move nothing is written: expiry is counted in days, and a
         write per search would cost more than the search."""
-        vs = await self.store.get("vector_store", store_id, project)
+        vs = dict(read) if read is not None else await self.store.get("vector_store", store_id, project)
         if vs is None or is_expired(vs) or now() - int(vs.get("last_active_at") or 0) < _TOUCH_EVERY_S:
             return vs
         before = dict(vs)

@@ -70,11 +70,12 @@ class StoreSearch:
         return list(dict.fromkeys([*queries, *rewritten]))[: _MAX_QUERIES + len(queries)]
 
     async def search_stores(self, project: str, store_ids: list[str], queries: list[str],
-                            options: SearchOptions) -> list[SearchHit]:
+                            options: SearchOptions, checked: bool = False) -> list[SearchHit]:
+        """``checked``: the caller has just read each store (no second read per store)."""
         service = self.service
         stores = []
         for store_id in dict.fromkeys(store_ids):
-            if await service.store.get("vector_store", store_id, project) is None:
+            if not checked and await service.store.get("vector_store", store_id, project) is None:
                 continue  # deleted since it was attached: nothing to search there
             try:
                 stores.append((store_id, await service.indexes.get(store_id)))
@@ -96,7 +97,7 @@ class StoreSearch:
         if is_expired(vs):
             raise InvalidRequestError(f"Vector store {store_id} has expired.", param="vector_store_id",
                                       code="vector_store_expired")
-        await self.service.ledger.touch(project, store_id)
+        await self.service.ledger.touch(project, store_id, read=vs)
         if request.rewrite_query:
             queries = await self.rewrite(queries, self.service.settings.rewrite_model)
         ranking = request.ranking_options
@@ -106,7 +107,7 @@ class StoreSearch:
             score_threshold=ranking.score_threshold if ranking else 0.0,
             filters=filters,
         )
-        hits = await self.search_stores(project, [store_id], queries, options)
+        hits = await self.search_stores(project, [store_id], queries, options, checked=True)
         return {
             "object": "vector_store.search_results.page",
             "search_query": queries,
