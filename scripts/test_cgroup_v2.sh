@@ -13,10 +13,11 @@ if ! command -v linux.uml >/dev/null; then
     echo "cannot install user-mode-linux"; exit 1; }
 fi
 # Kernel parameters are split at spaces: the guest gets the test list comma-separated.
-# All isolation tests, the channel attacks, the limits and the hosts tests. The guest has one
-# slow CPU (every fork goes through ptrace): the fork bomb test's 3 s cannot reach the process
-# limit there, test_hosts' process-limit test checks pids.max without a time limit instead.
-TESTS="${*:-tests/sandbox/test_sandbox_isolation.py tests/security/test_sandbox_channel.py tests/sandbox/test_sandbox_limits.py tests/sandbox/test_hosts.py --deselect tests/sandbox/test_sandbox_limits.py::test_fork_bomb_is_contained}"
+# All isolation tests, the channel attacks, the limits (the server's and a container's own) and
+# the hosts tests. The guest has one slow CPU (every fork goes through ptrace): the fork bomb
+# test's 3 s cannot reach the process limit there, test_hosts' process-limit test checks
+# pids.max without a time limit instead.
+TESTS="${*:-tests/sandbox/test_sandbox_isolation.py tests/security/test_sandbox_channel.py tests/sandbox/test_sandbox_limits.py tests/sandbox/test_session_overrides.py tests/sandbox/test_hosts.py --deselect tests/sandbox/test_sandbox_limits.py::test_fork_bomb_is_contained}"
 # Under /var/tmp, not /tmp: the guest mounts its own /tmp.
 out="$(mktemp -d /var/tmp/spindle-uml.XXXXXX)"
 : > "$out/result"

@@ -71,14 +71,21 @@ def test_processes_over_the_session_limit_are_reported_with_it(loop: LoopThread,
     if isinstance(live.cgroup, SessionRlimits):
         return  # rlimits: memory is per process only (the start-up line says so)
     # Each child stays under the per-process limit; together they exceed the session's (and
-    # not the server's 1024 MiB).
+    # not the server's 1024 MiB). Each holds its memory until all have theirs (a fixed sleep
+    # does not make them overlap where starting a process is slow: the cgroup-v2 guest).
     code = """
 import subprocess, sys
-child = "x = bytearray(300 * 1024**2); x[::4096] = b'1' * len(x[::4096]); import time; time.sleep(2)"
-procs = [subprocess.Popen([sys.executable, "-c", child]) for _ in range(3)]
+child = ("import sys; x = bytearray(300 * 1024**2); x[::4096] = b'1' * len(x[::4096]); "
+         "print('held', flush=True); sys.stdin.read()")
+procs = [subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+         for _ in range(3)]
+for p in procs:
+    p.stdout.readline()  # b'' once a child is gone
+for p in procs:
+    p.stdin.close()
 print([p.wait() for p in procs])
 """
-    result = session.py(code, timeout=60)
+    result = session.py(code, timeout=120)
     assert result.note and "640 MiB memory limit" in result.note, result
     assert_bystander_ok(bystander)
 
