@@ -37,7 +37,7 @@ grep cgroup /proc/self/mounts
 cd "${SPINDLE_UML_REPO:?}"
 IFS=, read -ra tests <<< "${SPINDLE_UML_TESTS:?}"
 uid="${SPINDLE_UML_UID:-2146000000}"
-export SPINDLE_TEST_SANDBOX_TAG=spx-uml SPINDLE_TEST_SANDBOX_UID_BASE=2130000000
+export SPINDLE_TEST_SANDBOX_TAG=spx-uml SPINDLE_TEST_SANDBOX_UID_BASE=2130000000 SPINDLE_TEST_SANDBOX_INTERRUPT_GRACE_S=8
 export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 # Likewise numpy, OpenBLAS and Arrow, here and, through wrappers, in bubblewrap and inside
 # the sandbox (whose environment is otherwise built from scratch).
