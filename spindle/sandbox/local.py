@@ -499,7 +499,11 @@ class BubblewrapProvider(SandboxProvider):
         ) + "del _r\n"
         result = await session.execute(code, timeout=self.settings.start_timeout_s)
         if result.status != "ok":
-            raise SessionFailed(f"the session's memory limit could not be set ({result.status})")
+            # The override is recorded already (the next lease sees it as applied): a kernel
+            # that did not lower its own limit is replaced by one the launcher starts with it.
+            log.warning("sandbox: the session's kernel did not lower its memory limit (%s); restarting it",
+                        result.status)
+            await session.restart()
         return applied
 
     def session_finished(self, session: LocalSession) -> None:

@@ -141,3 +141,29 @@ def test_the_rlimits_backend_lowers_data_and_address_space(loop: LoopThread) -> 
     server_as, shown = loop.run(go())
     headroom = int(server_as) - MEMORY_MB * _MIB
     assert shown.split() == [str(640 * _MIB), str(640 * _MIB + headroom), "MemoryError"], shown
+
+
+def test_a_kernel_that_does_not_lower_its_limit_is_replaced(loop: LoopThread, manager: SessionManager,
+                                                            session: Runner, monkeypatch: Any) -> None:
+    """The limit cell runs in the sandbox, where code could have broken ``resource``: if it
+    does not end ok, the kernel is restarted by the launcher with the session's limit instead
+    of running on with the server's."""
+    from spindle.sandbox.local_session import LocalSession
+    from spindle.sandbox.provider import ExecutionResult
+
+    session.text("kept = 1")
+    real_execute = LocalSession.execute
+    refused: list[str] = []
+
+    async def refuse_the_limit_cell(self: LocalSession, code: str, *args: Any, **kwargs: Any) -> Any:
+        if "setrlimit" in code and not refused:
+            refused.append(code)
+            return ExecutionResult("error")  # as a kernel whose resource module was replaced
+        return await real_execute(self, code, *args, **kwargs)
+
+    monkeypatch.setattr(LocalSession, "execute", refuse_the_limit_cell)
+    applied, _live = _limit(loop, manager, session.key, 640 * _MIB)
+    monkeypatch.undo()
+    assert refused and applied == 640 * _MIB
+    assert session.text(_RLIMIT).strip() == str(640 * _MIB)  # the restarted kernel has it
+    assert _errors(session.py("print(kept)")) == ["NameError"]  # it is a new kernel
