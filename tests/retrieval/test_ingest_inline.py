@@ -5,6 +5,7 @@ no process is started for a small ``.txt``/``.md``/``.json``."""
 from __future__ import annotations
 
 import codecs
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,30 @@ def test_larger_text_and_real_formats_go_to_a_process(pool: ParserPool, settings
             assert len(fresh.pids()) == 1, ext  # parsed in a process, small as it is
         finally:
             fresh.close()
+
+
+@pytest.mark.parametrize(("name", "data", "ok"), [
+    ("nested.json", b"[" * (INLINE_TEXT_MAX_BYTES // 2) + b"]" * (INLINE_TEXT_MAX_BYTES // 2), True),
+    ("one_word.txt", b"a" * INLINE_TEXT_MAX_BYTES, True),
+    ("combining.txt", ("a" + "\u0301" * 1000 + " ").encode() * (INLINE_TEXT_MAX_BYTES // 2004), True),
+    ("newlines.md", b"\n" * (INLINE_TEXT_MAX_BYTES - 1) + b"x", True),
+    ("surrogate.txt", b"ok \xed\xa0\x80 ok", False),  # a lone surrogate in UTF-8 form
+    ("surrogate16.txt", codecs.BOM_UTF16_LE + "ok ".encode("utf-16-le") + b"\x00\xd8" + " ok".encode("utf-16-le"),
+     False),
+    ("nul.txt", b"\x00" * INLINE_TEXT_MAX_BYTES, False),
+])
+def test_hostile_small_text_is_bounded_inline(pool: ParserPool, settings: RetrievalSettings, name: str,
+                                              data: bytes, ok: bool) -> None:
+    """Read in the server's own thread, with no process timeout around it: what a hostile
+    small text can do must be bounded by its size (at most 0.6 s here, measured; 10 s allowed)
+    and end in text or a clear refusal."""
+    started = time.monotonic()
+    if ok:
+        parsed = pool.prepare(name, data, ChunkingStrategy(), settings)
+        assert parsed.tokens > 0 and len(parsed.bounds) >= 1
+    else:
+        with pytest.raises(IngestError) as refused:
+            pool.prepare(name, data, ChunkingStrategy(), settings)
+        assert refused.value.code == "invalid_file"
+    assert time.monotonic() - started < 10
+    assert pool.pids() == []
